@@ -1,0 +1,6 @@
+//! Square.
+
+pub mod api;
+pub mod decode;
+pub mod sandbox;
+pub mod signature;

@@ -1,0 +1,1 @@
+//! Sandbox send (stub).

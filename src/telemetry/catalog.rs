@@ -1,0 +1,83 @@
+//! Every metric kvitto exports, declared once with its help text.
+//!
+//! Names follow `kvitto_<subsystem>_<name>_<unit>`, counters end in `_total`,
+//! durations are histograms in seconds. Labels carry bounded values only:
+//! `provider`, `outcome`, `stage`, `reason`, `endpoint`, `status`, `topic`.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const WEBHOOKS_RECEIVED: &str = "kvitto_webhooks_received_total";
+pub const WEBHOOK_ACK_SECONDS: &str = "kvitto_webhook_ack_duration_seconds";
+pub const EVENTS_PROCESSED: &str = "kvitto_events_processed_total";
+pub const STAGE_SECONDS: &str = "kvitto_processing_stage_duration_seconds";
+pub const END_TO_END_SECONDS: &str = "kvitto_event_end_to_end_duration_seconds";
+pub const DEADLETTER: &str = "kvitto_deadletter_total";
+pub const ACTOR_RESTARTS: &str = "kvitto_actor_restarts_total";
+pub const VERIFICATION_MISMATCHES: &str = "kvitto_verification_mismatches_total";
+pub const PROVIDER_API_REQUESTS: &str = "kvitto_provider_api_requests_total";
+pub const PROVIDER_API_SECONDS: &str = "kvitto_provider_api_request_duration_seconds";
+pub const PROVIDER_API_RETRIES: &str = "kvitto_provider_api_retries_total";
+pub const BUS_PUBLISH: &str = "kvitto_bus_publish_total";
+pub const BUS_PUBLISH_SECONDS: &str = "kvitto_bus_publish_duration_seconds";
+pub const BUILD_INFO: &str = "kvitto_build_info";
+
+/// Buckets for request-scale latencies: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Buckets for end-to-end latency, which includes provider API calls and
+/// retries: 5 ms to 5 min.
+const END_TO_END_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns the handle
+/// that renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(END_TO_END_SECONDS.into()), END_TO_END_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS))
+                .expect("bucket lists are non-empty")
+                .install_recorder()
+                .expect("metrics recorder installed once");
+            describe_all();
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe_all() {
+    describe_counter!(WEBHOOKS_RECEIVED, "Webhook requests answered, by provider and outcome.");
+    describe_histogram!(
+        WEBHOOK_ACK_SECONDS,
+        Unit::Seconds,
+        "Time from request to answer on the webhook listener, including the durable bus write."
+    );
+    describe_counter!(EVENTS_PROCESSED, "Bus events processed, by provider and outcome.");
+    describe_histogram!(STAGE_SECONDS, Unit::Seconds, "Time spent in each processing stage.");
+    describe_histogram!(
+        END_TO_END_SECONDS,
+        Unit::Seconds,
+        "Time from webhook acceptance to the transaction being stored and published."
+    );
+    describe_counter!(DEADLETTER, "Events sent to the dead-letter topic, by provider and reason.");
+    describe_counter!(ACTOR_RESTARTS, "Processing actor restarts by their supervisor, by reason.");
+    describe_counter!(
+        VERIFICATION_MISMATCHES,
+        "Transactions whose webhook disagreed with the provider API, by reason."
+    );
+    describe_counter!(PROVIDER_API_REQUESTS, "Provider API calls, by endpoint and status class.");
+    describe_histogram!(PROVIDER_API_SECONDS, Unit::Seconds, "Provider API call latency.");
+    describe_counter!(PROVIDER_API_RETRIES, "Provider API calls retried after a transient failure.");
+    describe_counter!(BUS_PUBLISH, "Messages written to the bus, by topic kind and outcome.");
+    describe_histogram!(BUS_PUBLISH_SECONDS, Unit::Seconds, "Time for the bus to confirm a write.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version label says which build is running.");
+}

@@ -1,0 +1,284 @@
+//! The typed telemetry events. Each `emit` counts (and logs where an operator
+//! needs the line); labels are bounded by the enums below.
+
+use std::time::Duration;
+
+use metrics::{counter, histogram};
+use reqwest::StatusCode;
+
+use super::catalog::*;
+use super::Event;
+use crate::providers::ProviderKind;
+
+/// How the webhook listener answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngressOutcome {
+    Accepted,
+    InvalidSignature,
+    StaleTimestamp,
+    Malformed,
+    UnknownIntegration,
+    TooLarge,
+    Unavailable,
+}
+
+impl IngressOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngressOutcome::Accepted => "accepted",
+            IngressOutcome::InvalidSignature => "invalid_signature",
+            IngressOutcome::StaleTimestamp => "stale_timestamp",
+            IngressOutcome::Malformed => "malformed",
+            IngressOutcome::UnknownIntegration => "unknown_integration",
+            IngressOutcome::TooLarge => "too_large",
+            IngressOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A webhook request was answered.
+pub struct WebhookAnswered {
+    /// `None` when the path named no known provider.
+    pub provider: Option<ProviderKind>,
+    pub outcome: IngressOutcome,
+    pub elapsed: Duration,
+}
+
+fn provider_label(provider: Option<ProviderKind>) -> &'static str {
+    provider.map(ProviderKind::as_str).unwrap_or("unknown")
+}
+
+impl Event for WebhookAnswered {
+    fn emit(self) {
+        let provider = provider_label(self.provider);
+        counter!(WEBHOOKS_RECEIVED, "provider" => provider, "outcome" => self.outcome.as_str())
+            .increment(1);
+        histogram!(WEBHOOK_ACK_SECONDS, "provider" => provider).record(self.elapsed.as_secs_f64());
+    }
+}
+
+/// How processing of one bus event ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessOutcome {
+    Verified,
+    Rejected,
+    Duplicate,
+    /// Older than the stored state of its transaction: recorded, not applied.
+    Stale,
+    Ignored,
+    Deadlettered,
+}
+
+impl ProcessOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessOutcome::Verified => "verified",
+            ProcessOutcome::Rejected => "rejected",
+            ProcessOutcome::Duplicate => "duplicate",
+            ProcessOutcome::Stale => "stale",
+            ProcessOutcome::Ignored => "ignored",
+            ProcessOutcome::Deadlettered => "deadlettered",
+        }
+    }
+}
+
+pub struct EventProcessed {
+    pub provider: ProviderKind,
+    pub outcome: ProcessOutcome,
+    /// Since the webhook was accepted, when known.
+    pub since_accepted: Option<Duration>,
+}
+
+impl Event for EventProcessed {
+    fn emit(self) {
+        let provider = self.provider.as_str();
+        counter!(EVENTS_PROCESSED, "provider" => provider, "outcome" => self.outcome.as_str())
+            .increment(1);
+        if let Some(elapsed) = self.since_accepted {
+            histogram!(END_TO_END_SECONDS, "provider" => provider).record(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// The processing stages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Decode,
+    Deduplicate,
+    Verify,
+    Store,
+    Publish,
+    Commit,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Deduplicate => "deduplicate",
+            Stage::Verify => "verify",
+            Stage::Store => "store",
+            Stage::Publish => "publish",
+            Stage::Commit => "commit",
+        }
+    }
+}
+
+pub struct StageFinished {
+    pub provider: ProviderKind,
+    pub stage: Stage,
+    pub elapsed: Duration,
+}
+
+impl Event for StageFinished {
+    fn emit(self) {
+        histogram!(STAGE_SECONDS, "provider" => self.provider.as_str(), "stage" => self.stage.as_str())
+            .record(self.elapsed.as_secs_f64());
+    }
+}
+
+/// Why an event was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// The payload could not be decoded.
+    Undecodable,
+    /// Processing kept failing (transiently or by panicking) past the
+    /// attempt limit.
+    AttemptsExhausted,
+    /// The provider API refused permanently (credentials, bad answer).
+    ProviderApi,
+    /// The integration named on the message is no longer configured.
+    UnknownIntegration,
+}
+
+impl DeadLetterReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Undecodable => "undecodable",
+            DeadLetterReason::AttemptsExhausted => "attempts_exhausted",
+            DeadLetterReason::ProviderApi => "provider_api",
+            DeadLetterReason::UnknownIntegration => "unknown_integration",
+        }
+    }
+}
+
+pub struct DeadLettered<'a> {
+    pub provider: ProviderKind,
+    pub reason: DeadLetterReason,
+    pub event_id: &'a str,
+    pub detail: &'a str,
+}
+
+impl Event for DeadLettered<'_> {
+    fn emit(self) {
+        counter!(DEADLETTER, "provider" => self.provider.as_str(), "reason" => self.reason.as_str())
+            .increment(1);
+        // Dead letters need an operator eventually, but nothing is lost: the
+        // event is on the dead-letter topic with its reason.
+        tracing::warn!(
+            provider = %self.provider,
+            reason = self.reason.as_str(),
+            event_id = self.event_id,
+            detail = self.detail,
+            "event dead-lettered"
+        );
+    }
+}
+
+pub struct ActorRestarted {
+    pub provider: ProviderKind,
+    /// `panic` or `consumer_error`.
+    pub reason: &'static str,
+}
+
+impl Event for ActorRestarted {
+    fn emit(self) {
+        counter!(ACTOR_RESTARTS, "provider" => self.provider.as_str(), "reason" => self.reason)
+            .increment(1);
+        tracing::warn!(provider = %self.provider, reason = self.reason, "processing actor restarted");
+    }
+}
+
+pub struct VerificationMismatch {
+    pub provider: ProviderKind,
+    /// `amount`, `currency`, `state` or `unknown_to_provider`.
+    pub reason: &'static str,
+}
+
+impl Event for VerificationMismatch {
+    fn emit(self) {
+        counter!(VERIFICATION_MISMATCHES, "provider" => self.provider.as_str(), "reason" => self.reason)
+            .increment(1);
+    }
+}
+
+pub struct ProviderApiCall {
+    pub provider: ProviderKind,
+    pub endpoint: &'static str,
+    /// `None` when no answer came (timeout, connection refused).
+    pub status: Option<StatusCode>,
+    pub elapsed: Duration,
+}
+
+impl Event for ProviderApiCall {
+    fn emit(self) {
+        let status = match self.status.map(|s| s.as_u16() / 100) {
+            Some(2) => "2xx",
+            Some(3) => "3xx",
+            Some(4) if self.status == Some(StatusCode::TOO_MANY_REQUESTS) => "429",
+            Some(4) => "4xx",
+            Some(5) => "5xx",
+            _ => "error",
+        };
+        let provider = self.provider.as_str();
+        counter!(PROVIDER_API_REQUESTS, "provider" => provider, "endpoint" => self.endpoint, "status" => status)
+            .increment(1);
+        histogram!(PROVIDER_API_SECONDS, "provider" => provider, "endpoint" => self.endpoint)
+            .record(self.elapsed.as_secs_f64());
+    }
+}
+
+pub struct ProviderApiRetry {
+    pub provider: ProviderKind,
+    pub endpoint: &'static str,
+}
+
+impl Event for ProviderApiRetry {
+    fn emit(self) {
+        counter!(PROVIDER_API_RETRIES, "provider" => self.provider.as_str(), "endpoint" => self.endpoint)
+            .increment(1);
+    }
+}
+
+/// Which kind of topic a bus write went to (a bounded label, unlike the
+/// topic name, whose prefix is configurable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    Webhooks,
+    Transactions,
+    Deadletter,
+}
+
+impl TopicKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopicKind::Webhooks => "webhooks",
+            TopicKind::Transactions => "transactions",
+            TopicKind::Deadletter => "deadletter",
+        }
+    }
+}
+
+pub struct BusPublished {
+    pub topic: TopicKind,
+    pub ok: bool,
+    pub elapsed: Duration,
+}
+
+impl Event for BusPublished {
+    fn emit(self) {
+        let outcome = if self.ok { "ok" } else { "error" };
+        counter!(BUS_PUBLISH, "topic" => self.topic.as_str(), "outcome" => outcome).increment(1);
+        histogram!(BUS_PUBLISH_SECONDS, "topic" => self.topic.as_str()).record(self.elapsed.as_secs_f64());
+    }
+}
