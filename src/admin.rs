@@ -1,1 +1,64 @@
-//! admin
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
+//! is alive) and `/readyz` (the bus and the database answer). Keep it off
+//! the public network: it is unauthenticated.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::bus::Bus;
+use crate::store::Store;
+
+/// How long a readiness probe waits for each dependency.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct AdminState {
+    pub metrics: PrometheusHandle,
+    pub bus: Bus,
+    pub store: Store,
+}
+
+pub fn bind(listen: &str, state: Arc<AdminState>) -> std::io::Result<(Server, ServerHandle, std::net::SocketAddr)> {
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/metrics", web::get().to(metrics))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+    })
+    .workers(1)
+    .bind(listen)?;
+    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no address bound"))?;
+    let server = server.run();
+    let handle = server.handle();
+    Ok((server, handle, addr))
+}
+
+async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "alive"}))
+}
+
+async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
+    let bus = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.bus.check()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    let database = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.check()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    let ready = bus == "ok" && database == "ok";
+    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "bus": bus, "database": database});
+    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}

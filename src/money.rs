@@ -73,6 +73,13 @@ pub fn json_amount_to_minor(raw: &RawValue, currency: &str) -> Result<i64, Money
     }
 }
 
+/// Formats minor units as a decimal in the currency's exponent
+/// (`14950, "SEK"` → `149.50`); unknown currencies print as whole units.
+pub fn format_minor(amount_minor: i64, currency: &str) -> String {
+    let exponent = exponent(currency).unwrap_or(0);
+    Decimal::new(amount_minor, exponent).to_string()
+}
+
 /// `-?digits(.digits)?` and nothing else.
 fn is_plain_decimal(text: &str) -> bool {
     let unsigned = text.strip_prefix('-').unwrap_or(text);
@@ -115,6 +122,13 @@ mod tests {
     #[test]
     fn trailing_zeros_beyond_exponent_are_fine() {
         assert_eq!(decimal_to_minor("10.000", "SEK"), Ok(1000));
+    }
+
+    #[test]
+    fn minor_units_format_in_the_currency_exponent() {
+        assert_eq!(format_minor(14950, "SEK"), "149.50");
+        assert_eq!(format_minor(1500, "JPY"), "1500");
+        assert_eq!(format_minor(-5, "SEK"), "-0.05");
     }
 
     #[test]

@@ -1,0 +1,165 @@
+//! Subcommands: `serve` (the default), `migrate`, `check-config`,
+//! `simulate`, `sign` and `transactions`.
+
+mod sign;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kvitto::config::Config;
+use kvitto::store::Store;
+use kvitto::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(name = "kvitto", version, about = "Signed provider webhooks in, verified transactions out")]
+pub struct Args {
+    /// Configuration file (default: config/kvitto.toml when present).
+    #[arg(long, short, global = true, env = "KVITTO_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Load and validate the configuration, print a summary, and exit.
+    CheckConfig,
+    /// Play the providers: serve their APIs and send signed webhooks.
+    Simulate(SimulateArgs),
+    /// Print the signature header value a provider would send.
+    Sign(sign::SignArgs),
+    /// List the most recently changed transactions.
+    Transactions {
+        /// How many to list.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// Purchases to send webhooks for.
+    #[arg(long, default_value_t = 70)]
+    count: usize,
+    /// Webhooks per second.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Providers to play, comma separated (default: every configured one).
+    #[arg(long, value_delimiter = ',')]
+    providers: Vec<kvitto::providers::ProviderKind>,
+    /// Share of webhooks sent twice, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Share of Square purchases whose update is sent before their creation.
+    #[arg(long, default_value_t = 0.0)]
+    out_of_order: f64,
+    /// Share of webhooks sent with a broken signature (expected: 401).
+    #[arg(long, default_value_t = 0.0)]
+    bad_signatures: f64,
+    /// Seed of the generated purchases.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long to wait for kvitto to look every purchase up.
+    #[arg(long, default_value_t = 60)]
+    wait_secs: u64,
+    /// Only serve the provider APIs, send nothing.
+    #[arg(long)]
+    serve_only: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let command = args.command.unwrap_or(Command::Serve);
+    if let Command::Sign(sign_args) = &command {
+        return sign::run(sign_args);
+    }
+    let config = Config::load(args.config.as_deref()).context("loading configuration")?;
+    telemetry::logging::init(&config.log);
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        match command {
+            Command::Serve => kvitto::app::serve(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Migrate => migrate(&config).await,
+            Command::CheckConfig => check_config(&config),
+            Command::Simulate(options) => simulate(config, options).await,
+            Command::Transactions { limit, json } => transactions(&config, limit, json).await,
+            Command::Sign(_) => unreachable!("handled before the runtime starts"),
+        }
+    })
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(&config.database).await.context("connecting to the database")?;
+    store.migrate().await.context("applying migrations")?;
+    println!("migrations applied");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
+    let bus = if config.bus.is_kafka() { format!("kafka ({})", config.bus.brokers) } else {
+        format!("embedded ({})", config.bus.embedded_path.display())
+    };
+    let database = config.database.url.split('@').next_back().unwrap_or_default();
+    println!("configuration is valid");
+    println!("  webhooks on {}, admin on {}", config.server.webhook_listen, config.server.admin_listen);
+    println!("  bus: {bus}");
+    println!("  database: {database}");
+    for integration in &config.integrations {
+        println!(
+            "  integration {} ({}, {}) -> {}/{}",
+            integration.id,
+            integration.provider,
+            integration.verification.as_str(),
+            integration.business_id,
+            integration.location_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let _ = (config, args);
+    anyhow::bail!("simulate is not wired yet")
+}
+
+async fn transactions(config: &Config, limit: i64, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(&config.database).await.context("connecting to the database")?;
+    store.migrate().await.context("applying migrations")?;
+    let transactions = store.recent_transactions(limit).await?;
+    if json {
+        for transaction in &transactions {
+            println!("{}", serde_json::to_string(transaction)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<8} {:<26} {:>12} {:<4} {:<10} {:<9} {}",
+        "occurred (Stockholm)", "provider", "business/location", "amount", "cur", "state", "verdict", "provider id"
+    );
+    for t in &transactions {
+        let local = t.occurred_at_local.get(..19).unwrap_or(&t.occurred_at_local);
+        let place = format!("{}/{}", t.business_id, t.location_id);
+        let amount = kvitto::money::format_minor(t.amount_minor, &t.currency);
+        println!(
+            "{:<24} {:<8} {:<26} {:>12} {:<4} {:<10} {:<9} {}",
+            local,
+            t.provider.as_str(),
+            place,
+            amount,
+            t.currency,
+            t.state.as_str(),
+            t.verdict.as_str(),
+            t.provider_transaction_id
+        );
+    }
+    println!("{} of {} transactions", transactions.len(), store.count_transactions().await?);
+    Ok(ExitCode::SUCCESS)
+}
