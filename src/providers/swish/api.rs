@@ -1,12 +1,53 @@
-//! API lookup (stub).
+//! Swish payment request lookup: the truth behind an unsigned callback.
+//!
+//! `GET {api_base}/api/v1/paymentrequests/{id}` on the Swish Commerce API,
+//! authenticated by the merchant's client certificate (mutual TLS through
+//! [`ApiClient::http_for`]). The answer is the payment request itself, with
+//! `amount` as a JSON number, read here without a float. A 404 means Swish
+//! does not know the id; an answer about another id, or one whose fields do
+//! not check, is permanent.
 
 use crate::config::IntegrationConfig;
-use crate::providers::{ApiClient, ApiError, ProviderTruth};
+use crate::providers::swish::decode::{PaymentRequest, is_payment_request_id};
+use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
+
+const ENDPOINT_GET: &str = "paymentrequests.get";
 
 pub async fn lookup(
-    _client: &ApiClient,
-    _integration: &IntegrationConfig,
-    _transaction_ref: &str,
+    client: &ApiClient,
+    integration: &IntegrationConfig,
+    transaction_ref: &str,
 ) -> Result<ProviderTruth, ApiError> {
-    Err(ApiError::permanent("not implemented"))
+    // The id goes into the URL path: anything but Swish's own format could
+    // point the request elsewhere.
+    if !is_payment_request_id(transaction_ref) {
+        return Err(ApiError::permanent("swish payment request id malformed"));
+    }
+    let http = client.http_for(integration)?;
+    let url = format!(
+        "{}/api/v1/paymentrequests/{transaction_ref}",
+        integration.api_base()
+    );
+    let answer: PaymentRequest = client
+        .send_json(ProviderKind::Swish, ENDPOINT_GET, || http.get(&url))
+        .await?;
+    if answer.id != transaction_ref {
+        return Err(ApiError::permanent(
+            "swish answered about another payment request",
+        ));
+    }
+    let facts = answer
+        .facts()
+        .map_err(|reason| ApiError::permanent(format!("{ENDPOINT_GET}: {reason}")))?;
+    Ok(ProviderTruth {
+        transaction_ref: facts.transaction_ref,
+        amount_minor: facts.amount_minor,
+        currency: facts.currency,
+        state: facts.state,
+        occurred_at: facts.occurred_at,
+        source_version: facts.source_version,
+        location_ref: facts.location_ref,
+        // Swish knows only a free-text message, no items.
+        line_items: Vec::new(),
+    })
 }

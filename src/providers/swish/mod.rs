@@ -1,4 +1,8 @@
-//! Swish.
+//! Swish: payment request callbacks, confirmed on the Swish Commerce API.
+//!
+//! Callbacks are unsigned, so the integration's path token is the only gate
+//! at the door and the payment request lookup (over the merchant's mutual
+//! TLS client certificate) is the truth; a callback is only a hint to look.
 
 pub mod api;
 pub mod decode;
