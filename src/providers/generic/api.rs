@@ -1,12 +1,93 @@
-//! API lookup (stub).
+//! Looks a transaction up on the POS's own API: `GET
+//! {api_base}/transactions/{id}` with the integration's bearer token,
+//! answering the transaction shape the webhooks carry (without `event_id` and
+//! `type`). The answer is the truth kvitto verifies the webhook against; an
+//! answer about another transaction than the one asked for is refused.
 
+use reqwest::Url;
+
+use super::decode::TransactionBody;
 use crate::config::IntegrationConfig;
-use crate::providers::{ApiClient, ApiError, ProviderTruth};
+use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
+
+const ENDPOINT_TRANSACTIONS_GET: &str = "transactions.get";
 
 pub async fn lookup(
-    _client: &ApiClient,
-    _integration: &IntegrationConfig,
-    _transaction_ref: &str,
+    client: &ApiClient,
+    integration: &IntegrationConfig,
+    transaction_ref: &str,
 ) -> Result<ProviderTruth, ApiError> {
-    Err(ApiError::permanent("not implemented"))
+    let token = integration
+        .api_token
+        .as_deref()
+        .ok_or_else(|| ApiError::permanent("generic integration has no api_token"))?;
+    let url = transaction_url(integration.api_base(), transaction_ref)?;
+    let http = client.http_for(integration)?;
+
+    let body: TransactionBody = client
+        .send_json(ProviderKind::Generic, ENDPOINT_TRANSACTIONS_GET, || {
+            http.get(url.clone()).bearer_auth(token).header("Accept", "application/json")
+        })
+        .await?;
+    let truth = body
+        .into_truth()
+        .map_err(|e| ApiError::permanent(format!("{ENDPOINT_TRANSACTIONS_GET}: {e}")))?;
+    if truth.transaction_ref != transaction_ref {
+        return Err(ApiError::permanent(format!(
+            "{ENDPOINT_TRANSACTIONS_GET}: answer is about another transaction"
+        )));
+    }
+    Ok(truth)
+}
+
+/// The lookup URL, with the transaction id percent-encoded as one path
+/// segment: it comes from an untrusted webhook and must not climb the path.
+/// `.` and `..` cannot be encoded away (URL parsing resolves them), and no
+/// POS names a transaction so: the provider cannot know it.
+fn transaction_url(api_base: &str, transaction_ref: &str) -> Result<Url, ApiError> {
+    if matches!(transaction_ref, "" | "." | "..") {
+        return Err(ApiError::NotFound);
+    }
+    let mut url = Url::parse(api_base)
+        .map_err(|e| ApiError::permanent(format!("api_base_url is not a URL: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|_| ApiError::permanent("api_base_url cannot take a path"))?
+        .pop_if_empty()
+        .push("transactions")
+        .push(transaction_ref);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_id_cannot_escape_its_path_segment() {
+        let url = transaction_url("http://127.0.0.1:8090/generic/", "../admin?x=1#y").unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8090/generic/transactions/..%2Fadmin%3Fx=1%23y");
+    }
+
+    #[test]
+    fn dot_segments_stay_below_transactions() {
+        for id in ["%2e%2e", "a/../../b", "..."] {
+            let url = transaction_url("http://127.0.0.1:8090/generic", id).unwrap();
+            assert!(url.path().starts_with("/generic/transactions/"), "{id:?} gave {url}");
+            assert_eq!(url.path_segments().unwrap().count(), 3, "{id:?} gave {url}");
+        }
+    }
+
+    #[test]
+    fn dot_and_empty_ids_are_unknown_without_asking() {
+        for id in ["", ".", ".."] {
+            let outcome = transaction_url("http://127.0.0.1:8090/generic", id);
+            assert_eq!(outcome.unwrap_err(), ApiError::NotFound, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn unusable_api_base_is_permanent() {
+        assert!(matches!(transaction_url("not a url", "t"), Err(ApiError::Permanent(_))));
+        assert!(matches!(transaction_url("mailto:x@example.se", "t"), Err(ApiError::Permanent(_))));
+    }
 }
