@@ -113,6 +113,10 @@ pub struct BusConfig {
     pub publish_timeout_ms: u64,
     /// The embedded bus's SQLite file.
     pub embedded_path: PathBuf,
+    /// Embedded bus only: messages older than this are deleted, mirroring
+    /// Kafka's time-based retention; on webhook topics only once every
+    /// consumer group has committed them. 0 keeps messages forever.
+    pub embedded_retention_hours: u64,
 }
 
 impl Default for BusConfig {
@@ -125,6 +129,7 @@ impl Default for BusConfig {
             replication_factor: 1,
             publish_timeout_ms: 5_000,
             embedded_path: PathBuf::from("data/bus.sqlite"),
+            embedded_retention_hours: 168,
         }
     }
 }

@@ -142,7 +142,7 @@ impl Consumer {
     /// Pushes committed positions out now (shutdown).
     pub async fn flush_commits(&mut self) -> Result<(), BusError> {
         match self {
-            Consumer::Kafka(consumer) => consumer.flush_commits(),
+            Consumer::Kafka(consumer) => consumer.flush_commits().await,
             Consumer::Embedded(_) => Ok(()),
         }
     }

@@ -13,6 +13,7 @@
 pub mod generate;
 pub mod send;
 pub mod server;
+pub mod simulate;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};

@@ -26,7 +26,9 @@ pub async fn lookup(
 
     let body: TransactionBody = client
         .send_json(ProviderKind::Generic, ENDPOINT_TRANSACTIONS_GET, || {
-            http.get(url.clone()).bearer_auth(token).header("Accept", "application/json")
+            http.get(url.clone())
+                .bearer_auth(token)
+                .header("Accept", "application/json")
         })
         .await?;
     let truth = body
@@ -65,14 +67,20 @@ mod tests {
     #[test]
     fn transaction_id_cannot_escape_its_path_segment() {
         let url = transaction_url("http://127.0.0.1:8090/generic/", "../admin?x=1#y").unwrap();
-        assert_eq!(url.as_str(), "http://127.0.0.1:8090/generic/transactions/..%2Fadmin%3Fx=1%23y");
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8090/generic/transactions/..%2Fadmin%3Fx=1%23y"
+        );
     }
 
     #[test]
     fn dot_segments_stay_below_transactions() {
         for id in ["%2e%2e", "a/../../b", "..."] {
             let url = transaction_url("http://127.0.0.1:8090/generic", id).unwrap();
-            assert!(url.path().starts_with("/generic/transactions/"), "{id:?} gave {url}");
+            assert!(
+                url.path().starts_with("/generic/transactions/"),
+                "{id:?} gave {url}"
+            );
             assert_eq!(url.path_segments().unwrap().count(), 3, "{id:?} gave {url}");
         }
     }
@@ -87,7 +95,13 @@ mod tests {
 
     #[test]
     fn unusable_api_base_is_permanent() {
-        assert!(matches!(transaction_url("not a url", "t"), Err(ApiError::Permanent(_))));
-        assert!(matches!(transaction_url("mailto:x@example.se", "t"), Err(ApiError::Permanent(_))));
+        assert!(matches!(
+            transaction_url("not a url", "t"),
+            Err(ApiError::Permanent(_))
+        ));
+        assert!(matches!(
+            transaction_url("mailto:x@example.se", "t"),
+            Err(ApiError::Permanent(_))
+        ));
     }
 }

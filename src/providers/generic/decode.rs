@@ -75,7 +75,10 @@ pub fn envelope_info(request: &WebhookRequest<'_>) -> Result<EnvelopeInfo, Decod
         .transaction_id
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| envelope.event_id.clone());
-    Ok(EnvelopeInfo { event_id: envelope.event_id, partition_key })
+    Ok(EnvelopeInfo {
+        event_id: envelope.event_id,
+        partition_key,
+    })
 }
 
 pub fn decode(delivery: &RawDelivery<'_>) -> Result<DecodedEvent, DecodeError> {
@@ -86,9 +89,15 @@ pub fn decode(delivery: &RawDelivery<'_>) -> Result<DecodedEvent, DecodeError> {
                 .map_err(|e| DecodeError::new(format!("transaction fields: {e}")))?;
             EventAction::Purchase(claim(body.into_truth()?))
         }
-        _ => EventAction::Ignore { reason: "event type not processed" },
+        _ => EventAction::Ignore {
+            reason: "event type not processed",
+        },
     };
-    Ok(DecodedEvent { event_id: envelope.event_id, event_type: envelope.event_type, action })
+    Ok(DecodedEvent {
+        event_id: envelope.event_id,
+        event_type: envelope.event_type,
+        action,
+    })
 }
 
 fn parse_envelope(body: &[u8]) -> Result<Envelope, DecodeError> {
@@ -124,9 +133,15 @@ impl TransactionBody {
         }
         let currency = money::normalize_currency(&self.currency).map_err(money_error)?;
         let amount_minor = match (&self.amount, self.amount_minor) {
-            (Some(amount), None) => money::decimal_to_minor(amount, &currency).map_err(money_error)?,
+            (Some(amount), None) => {
+                money::decimal_to_minor(amount, &currency).map_err(money_error)?
+            }
             (None, Some(minor)) => minor,
-            _ => return Err(DecodeError::new("exactly one of amount and amount_minor is required")),
+            _ => {
+                return Err(DecodeError::new(
+                    "exactly one of amount and amount_minor is required",
+                ));
+            }
         };
         let state = PaymentState::parse(&self.status)
             .ok_or_else(|| DecodeError::new(format!("unknown status {:?}", self.status)))?;
@@ -159,10 +174,13 @@ impl LineItemBody {
             Quantity::Whole(count) => count.to_string(),
             Quantity::Decimal(text) if is_unsigned_decimal(&text) => text,
             Quantity::Decimal(text) => {
-                return Err(DecodeError::new(format!("quantity {text:?} is not a plain decimal")));
+                return Err(DecodeError::new(format!(
+                    "quantity {text:?} is not a plain decimal"
+                )));
             }
         };
-        let unit_price_minor = money::decimal_to_minor(&self.unit_price, currency).map_err(money_error)?;
+        let unit_price_minor =
+            money::decimal_to_minor(&self.unit_price, currency).map_err(money_error)?;
         Ok(LineItem {
             total_minor: Some(line_total(unit_price_minor, &quantity)?),
             name: self.name,
@@ -230,7 +248,11 @@ mod tests {
     }"#;
 
     fn decode_text(body: &str) -> Result<DecodedEvent, DecodeError> {
-        decode(&RawDelivery { body: body.as_bytes(), headers: &[], query: "" })
+        decode(&RawDelivery {
+            body: body.as_bytes(),
+            headers: &[],
+            query: "",
+        })
     }
 
     fn claim_of(body: &str) -> Claim {
@@ -245,23 +267,41 @@ mod tests {
         let event = decode_text(CREATED).unwrap();
         assert_eq!(event.event_id, "evt_7f3a");
         assert_eq!(event.event_type, "transaction.created");
-        let EventAction::Purchase(claim) = event.action else { panic!("not a purchase") };
+        let EventAction::Purchase(claim) = event.action else {
+            panic!("not a purchase")
+        };
         assert_eq!(claim.transaction_ref, "txn_0042");
         assert_eq!(claim.amount_minor, Some(14950));
         assert_eq!(claim.currency.as_deref(), Some("SEK"));
         assert_eq!(claim.state, Some(PaymentState::Completed));
-        assert_eq!(claim.occurred_at, Some(Utc.with_ymd_and_hms(2026, 3, 14, 8, 15, 2).unwrap()));
-        let updated = Utc.with_ymd_and_hms(2026, 3, 14, 8, 15, 4).unwrap().timestamp_millis() + 250;
+        assert_eq!(
+            claim.occurred_at,
+            Some(Utc.with_ymd_and_hms(2026, 3, 14, 8, 15, 2).unwrap())
+        );
+        let updated = Utc
+            .with_ymd_and_hms(2026, 3, 14, 8, 15, 4)
+            .unwrap()
+            .timestamp_millis()
+            + 250;
         assert_eq!(claim.source_version, updated);
         assert_eq!(claim.location_ref.as_deref(), Some("store-0007"));
 
         let items = &claim.line_items;
         assert_eq!(items.len(), 3);
-        assert_eq!((items[0].quantity.as_str(), items[0].total_minor), ("2", Some(7600)));
+        assert_eq!(
+            (items[0].quantity.as_str(), items[0].total_minor),
+            ("2", Some(7600))
+        );
         assert_eq!(items[0].sku.as_deref(), Some("KAF-001"));
-        assert_eq!((items[1].name.as_str(), items[1].sku.as_ref()), ("Äppelmust", None));
+        assert_eq!(
+            (items[1].name.as_str(), items[1].sku.as_ref()),
+            ("Äppelmust", None)
+        );
         // 2667 öre × 1.5 = 4000.5, rounded half away from zero.
-        assert_eq!((items[2].unit_price_minor, items[2].total_minor), (Some(2667), Some(4001)));
+        assert_eq!(
+            (items[2].unit_price_minor, items[2].total_minor),
+            (Some(2667), Some(4001))
+        );
     }
 
     #[test]
@@ -279,7 +319,10 @@ mod tests {
 
     #[test]
     fn generic_requires_exactly_one_amount_form() {
-        let both = CREATED.replace(r#""amount": "149.50""#, r#""amount": "149.50", "amount_minor": 14950"#);
+        let both = CREATED.replace(
+            r#""amount": "149.50""#,
+            r#""amount": "149.50", "amount_minor": 14950"#,
+        );
         assert!(decode_text(&both).is_err());
         let neither = CREATED.replace(r#""amount": "149.50","#, "");
         assert!(decode_text(&neither).is_err());
@@ -292,7 +335,10 @@ mod tests {
             assert!(decode_text(&body).is_err(), "{amount} was accepted");
         }
         for minor in ["149.5", "1e3", "\"14950\"", "99999999999999999999"] {
-            let body = CREATED.replace(r#""amount": "149.50""#, &format!(r#""amount_minor": {minor}"#));
+            let body = CREATED.replace(
+                r#""amount": "149.50""#,
+                &format!(r#""amount_minor": {minor}"#),
+            );
             assert!(decode_text(&body).is_err(), "{minor} was accepted");
         }
     }
@@ -319,17 +365,35 @@ mod tests {
     fn generic_ignores_other_event_types() {
         let body = CREATED.replace("transaction.created", "till.opened");
         let event = decode_text(&body).unwrap();
-        assert_eq!(event.action, EventAction::Ignore { reason: "event type not processed" });
+        assert_eq!(
+            event.action,
+            EventAction::Ignore {
+                reason: "event type not processed"
+            }
+        );
         let bare = r#"{"event_id": "evt_9", "type": "ping"}"#;
-        assert!(matches!(decode_text(bare).unwrap().action, EventAction::Ignore { .. }));
+        assert!(matches!(
+            decode_text(bare).unwrap().action,
+            EventAction::Ignore { .. }
+        ));
     }
 
     #[test]
     fn generic_envelope_keys_by_transaction_then_event() {
         let headers = HeaderMap::new();
-        let request = |body: &'static [u8]| WebhookRequest { headers: &headers, body, query: "" };
+        let request = |body: &'static [u8]| WebhookRequest {
+            headers: &headers,
+            body,
+            query: "",
+        };
         let info = envelope_info(&request(CREATED.as_bytes())).unwrap();
-        assert_eq!(info, EnvelopeInfo { event_id: "evt_7f3a".into(), partition_key: "txn_0042".into() });
+        assert_eq!(
+            info,
+            EnvelopeInfo {
+                event_id: "evt_7f3a".into(),
+                partition_key: "txn_0042".into()
+            }
+        );
         let ping = envelope_info(&request(br#"{"event_id":"evt_9","type":"ping"}"#)).unwrap();
         assert_eq!(ping.partition_key, "evt_9");
     }
@@ -337,11 +401,26 @@ mod tests {
     #[test]
     fn generic_envelope_rejects_unreadable_bodies() {
         let headers = HeaderMap::new();
-        for body in [&b"\xff\xfe"[..], b"", b"not json", b"[]", br#"{"type":"x"}"#, br#"{"event_id":""}"#] {
-            let request = WebhookRequest { headers: &headers, body, query: "" };
+        for body in [
+            &b"\xff\xfe"[..],
+            b"",
+            b"not json",
+            b"[]",
+            br#"{"type":"x"}"#,
+            br#"{"event_id":""}"#,
+        ] {
+            let request = WebhookRequest {
+                headers: &headers,
+                body,
+                query: "",
+            };
             assert!(envelope_info(&request).is_err(), "{body:?} was accepted");
         }
-        let error = envelope_info(&WebhookRequest { headers: &headers, body: b"\xff", query: "" });
+        let error = envelope_info(&WebhookRequest {
+            headers: &headers,
+            body: b"\xff",
+            query: "",
+        });
         assert_eq!(error, Err(DecodeError::new("body is not UTF-8")));
     }
 }

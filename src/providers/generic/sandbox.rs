@@ -6,10 +6,10 @@
 //! integer minor units, so both amount forms of the format are exercised.
 
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::decode::{TRANSACTION_CREATED, TRANSACTION_UPDATED};
 use super::signature;
@@ -67,9 +67,7 @@ pub fn webhook(
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/generic").route("/transactions/{id}", web::get().to(get_transaction)),
-    );
+    cfg.service(web::scope("/generic").route("/transactions/{id}", web::get().to(get_transaction)));
 }
 
 async fn get_transaction(
@@ -146,7 +144,10 @@ fn transaction_json(purchase: &Purchase, form: AmountForm) -> Value {
 /// Whole quantities as JSON integers (what most tills send), others as the
 /// decimal string they are.
 fn quantity_json(quantity: &str) -> Value {
-    quantity.parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(quantity))
+    quantity
+        .parse::<u64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| json!(quantity))
 }
 
 /// `14950` öre as `"149.50"`, in the currency's own exponent.
@@ -167,8 +168,8 @@ mod tests {
     use std::sync::Arc;
 
     use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-    use rand::rngs::StdRng;
     use rand::SeedableRng;
+    use rand::rngs::StdRng;
 
     use super::*;
     use crate::config::ProcessingConfig;
@@ -176,7 +177,7 @@ mod tests {
     use crate::providers::{
         ApiClient, ApiError, EventAction, RawDelivery, SignatureError, WebhookRequest,
     };
-    use crate::sandbox::{generate, server, Fault};
+    use crate::sandbox::{Fault, generate, server};
 
     fn fast_client() -> ApiClient {
         let processing = ProcessingConfig {
@@ -191,7 +192,12 @@ mod tests {
 
     /// A running sandbox holding one purchase of the timestamped integration,
     /// and that integration pointed at the sandbox.
-    async fn sandbox() -> (Arc<SandboxState>, actix_web::dev::ServerHandle, IntegrationConfig, Purchase) {
+    async fn sandbox() -> (
+        Arc<SandboxState>,
+        actix_web::dev::ServerHandle,
+        IntegrationConfig,
+        Purchase,
+    ) {
         let state = Arc::new(SandboxState::new(fixtures::config("http://unused")));
         let (handle, address) = server::start(state.clone(), "127.0.0.1:0").await.unwrap();
         let integration = fixtures::timestamped(&format!("http://{address}/generic"));
@@ -204,7 +210,11 @@ mod tests {
     fn transaction_refs_look_like_generic_pos_ids() {
         let id = transaction_ref(&mut StdRng::seed_from_u64(1));
         assert!(id.starts_with("txn_") && id.len() == 28, "{id}");
-        assert!(id[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            id[4..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
     }
 
     #[test]
@@ -219,7 +229,9 @@ mod tests {
     #[actix_rt::test]
     async fn generic_lookup_round_trips_through_the_sandbox() {
         let (state, handle, integration, purchase) = sandbox().await;
-        let truth = api::lookup(&fast_client(), &integration, &purchase.transaction_ref).await.unwrap();
+        let truth = api::lookup(&fast_client(), &integration, &purchase.transaction_ref)
+            .await
+            .unwrap();
 
         assert_eq!(truth.transaction_ref, purchase.transaction_ref);
         assert_eq!(truth.amount_minor, purchase.amount_minor);
@@ -229,7 +241,10 @@ mod tests {
         assert_eq!(truth.source_version, purchase.updated_at.timestamp_millis());
         assert_eq!(truth.location_ref.as_ref(), Some(&purchase.location_ref));
         assert_eq!(truth.line_items, purchase.line_items);
-        assert_eq!(state.lookups_of(ProviderKind::Generic, &purchase.transaction_ref), 1);
+        assert_eq!(
+            state.lookups_of(ProviderKind::Generic, &purchase.transaction_ref),
+            1
+        );
         handle.stop(true).await;
     }
 
@@ -262,9 +277,15 @@ mod tests {
         let (state, handle, integration, purchase) = sandbox().await;
         state.set_fault(ProviderKind::Generic, Some(Fault::ServerError));
         let error = api::lookup(&fast_client(), &integration, &purchase.transaction_ref).await;
-        assert!(matches!(error, Err(ApiError::Transient { .. })), "{error:?}");
+        assert!(
+            matches!(error, Err(ApiError::Transient { .. })),
+            "{error:?}"
+        );
         // The first attempt and both retries reached the sandbox.
-        assert_eq!(state.lookups_of(ProviderKind::Generic, &purchase.transaction_ref), 3);
+        assert_eq!(
+            state.lookups_of(ProviderKind::Generic, &purchase.transaction_ref),
+            3
+        );
         handle.stop(true).await;
     }
 
@@ -282,19 +303,35 @@ mod tests {
     #[test]
     fn generic_webhooks_verify_and_decode_to_the_purchase() {
         let now = Utc::now();
-        for integration in [fixtures::timestamped("http://unused"), fixtures::body_signed("http://unused")] {
+        for integration in [
+            fixtures::timestamped("http://unused"),
+            fixtures::body_signed("http://unused"),
+        ] {
             let purchase = generate::purchase(&mut StdRng::seed_from_u64(9), &integration, now);
             for kind in [WebhookKind::Created, WebhookKind::Updated] {
                 let webhook = webhook(&integration, &purchase, kind, now);
-                assert_eq!(webhook.path_and_query, format!("/webhooks/generic/{}", integration.id));
+                assert_eq!(
+                    webhook.path_and_query,
+                    format!("/webhooks/generic/{}", integration.id)
+                );
                 let headers = header_map(&webhook);
-                let request = WebhookRequest { headers: &headers, body: &webhook.body, query: "" };
+                let request = WebhookRequest {
+                    headers: &headers,
+                    body: &webhook.body,
+                    query: "",
+                };
                 assert_eq!(signature::verify(&integration, &request, now), Ok(()));
 
-                let delivery = RawDelivery { body: &webhook.body, headers: &[], query: "" };
+                let delivery = RawDelivery {
+                    body: &webhook.body,
+                    headers: &[],
+                    query: "",
+                };
                 let event = decode::decode(&delivery).unwrap();
                 assert_eq!(event.event_id, webhook.event_id);
-                let EventAction::Purchase(claim) = event.action else { panic!("not a purchase") };
+                let EventAction::Purchase(claim) = event.action else {
+                    panic!("not a purchase")
+                };
                 assert_eq!(claim.transaction_ref, purchase.transaction_ref);
                 assert_eq!(claim.amount_minor, Some(purchase.amount_minor));
                 assert_eq!(claim.currency.as_deref(), Some("SEK"));
@@ -317,8 +354,15 @@ mod tests {
         assert_ne!(first.event_id, second.event_id);
 
         let headers = header_map(&first);
-        let request = WebhookRequest { headers: &headers, body: &first.body, query: "" };
+        let request = WebhookRequest {
+            headers: &headers,
+            body: &first.body,
+            query: "",
+        };
         let later = now + chrono::TimeDelta::seconds(integration.timestamp_tolerance_secs + 1);
-        assert_eq!(signature::verify(&integration, &request, later), Err(SignatureError::StaleTimestamp));
+        assert_eq!(
+            signature::verify(&integration, &request, later),
+            Err(SignatureError::StaleTimestamp)
+        );
     }
 }

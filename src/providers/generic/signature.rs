@@ -11,8 +11,8 @@
 //! and, with a signed timestamp, only within `timestamp_tolerance_secs` of
 //! now in either direction.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -36,8 +36,13 @@ pub fn verify(
 ) -> Result<(), SignatureError> {
     // Config validation requires the header name; without one nothing can be
     // accepted, which reads to the sender as a missing signature.
-    let header_name = integration.signature_header.as_deref().ok_or(SignatureError::Missing)?;
-    let value = request.header(header_name)?.ok_or(SignatureError::Missing)?;
+    let header_name = integration
+        .signature_header
+        .as_deref()
+        .ok_or(SignatureError::Missing)?;
+    let value = request
+        .header(header_name)?
+        .ok_or(SignatureError::Missing)?;
     let expected = decode_signature(value, encoding(integration))?;
 
     let timestamp = match payload_kind(integration) {
@@ -45,10 +50,14 @@ pub fn verify(
         SignedPayload::TimestampDotBody => Some(signed_timestamp(integration, request)?),
     };
 
-    let matches = integration.signing_secrets.iter().filter(|s| !s.is_empty()).any(|secret| {
-        let mac = keyed_mac(secret, timestamp.map(|(text, _)| text), request.body);
-        mac.verify_slice(&expected).is_ok()
-    });
+    let matches = integration
+        .signing_secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .any(|secret| {
+            let mac = keyed_mac(secret, timestamp.map(|(text, _)| text), request.body);
+            mac.verify_slice(&expected).is_ok()
+        });
     if !matches {
         return Err(SignatureError::Mismatch);
     }
@@ -80,7 +89,9 @@ pub fn sign(integration: &IntegrationConfig, timestamp: i64, body: &[u8]) -> Str
         SignedPayload::Body => None,
         SignedPayload::TimestampDotBody => Some(timestamp_text.as_str()),
     };
-    let tag = keyed_mac(secret, signed_timestamp, body).finalize().into_bytes();
+    let tag = keyed_mac(secret, signed_timestamp, body)
+        .finalize()
+        .into_bytes();
     match encoding(integration) {
         SignatureEncoding::Hex => hex::encode(tag),
         SignatureEncoding::Base64 => BASE64.encode(tag),
@@ -88,7 +99,9 @@ pub fn sign(integration: &IntegrationConfig, timestamp: i64, body: &[u8]) -> Str
 }
 
 pub(crate) fn encoding(integration: &IntegrationConfig) -> SignatureEncoding {
-    integration.signature_encoding.unwrap_or(SignatureEncoding::Hex)
+    integration
+        .signature_encoding
+        .unwrap_or(SignatureEncoding::Hex)
 }
 
 pub(crate) fn payload_kind(integration: &IntegrationConfig) -> SignedPayload {
@@ -112,15 +125,16 @@ fn decode_signature(value: &str, encoding: SignatureEncoding) -> Result<Vec<u8>,
         return Err(SignatureError::MalformedHeader("signature is empty"));
     }
     let bytes = match encoding {
-        SignatureEncoding::Hex => {
-            hex::decode(value).map_err(|_| SignatureError::MalformedHeader("signature is not hex"))?
-        }
+        SignatureEncoding::Hex => hex::decode(value)
+            .map_err(|_| SignatureError::MalformedHeader("signature is not hex"))?,
         SignatureEncoding::Base64 => BASE64
             .decode(value)
             .map_err(|_| SignatureError::MalformedHeader("signature is not base64"))?,
     };
     if bytes.len() != MAC_LEN_BYTES {
-        return Err(SignatureError::MalformedHeader("signature has the wrong length"));
+        return Err(SignatureError::MalformedHeader(
+            "signature has the wrong length",
+        ));
     }
     Ok(bytes)
 }
@@ -130,14 +144,20 @@ fn signed_timestamp<'a>(
     integration: &IntegrationConfig,
     request: &WebhookRequest<'a>,
 ) -> Result<(&'a str, i64), SignatureError> {
-    let name = integration.timestamp_header.as_deref().ok_or(SignatureError::Missing)?;
+    let name = integration
+        .timestamp_header
+        .as_deref()
+        .ok_or(SignatureError::Missing)?;
     let text = request.header(name)?.ok_or(SignatureError::Missing)?;
     let digits_only = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     if !digits_only || text.len() > MAX_TIMESTAMP_DIGITS {
-        return Err(SignatureError::MalformedHeader("timestamp is not unix seconds"));
+        return Err(SignatureError::MalformedHeader(
+            "timestamp is not unix seconds",
+        ));
     }
-    let seconds =
-        text.parse().map_err(|_| SignatureError::MalformedHeader("timestamp is not unix seconds"))?;
+    let seconds = text
+        .parse()
+        .map_err(|_| SignatureError::MalformedHeader("timestamp is not unix seconds"))?;
     Ok((text, seconds))
 }
 
@@ -154,7 +174,8 @@ mod tests {
 
     // python3 -c 'import hmac,hashlib; print(hmac.new(b"demo-generic-secret",
     //   b"1767225600." + BODY, hashlib.sha256).hexdigest())'
-    const TIMESTAMPED_HEX: &str = "c2b764a6ddbf8f6109ad8669cbd0cfd671382186ebda2bde08b9ea7765bd7544";
+    const TIMESTAMPED_HEX: &str =
+        "c2b764a6ddbf8f6109ad8669cbd0cfd671382186ebda2bde08b9ea7765bd7544";
     // python3 -c 'import hmac,hashlib,base64; print(base64.b64encode(
     //   hmac.new(b"demo-generic-secret", BODY, hashlib.sha256).digest()).decode())'
     const BODY_BASE64: &str = "IjImCDTb/IsGvI9UPaZNFb9QDW9+EkBBwyVJInmNZIk=";
@@ -181,17 +202,36 @@ mod tests {
         now: i64,
     ) -> Result<(), SignatureError> {
         let headers = headers(pairs);
-        verify(integration, &WebhookRequest { headers: &headers, body, query: "" }, at(now))
+        verify(
+            integration,
+            &WebhookRequest {
+                headers: &headers,
+                body,
+                query: "",
+            },
+            at(now),
+        )
     }
 
     fn timestamped_pairs(signature: &str) -> Vec<(&str, &str)> {
-        vec![("x-pos-timestamp", "1767225600"), ("x-pos-signature", signature)]
+        vec![
+            ("x-pos-timestamp", "1767225600"),
+            ("x-pos-signature", signature),
+        ]
     }
 
     #[test]
     fn generic_accepts_independently_computed_timestamped_hex_signature() {
         let integration = fixtures::timestamped("http://unused");
-        assert_eq!(check(&integration, &timestamped_pairs(TIMESTAMPED_HEX), BODY, SIGNED_AT), Ok(()));
+        assert_eq!(
+            check(
+                &integration,
+                &timestamped_pairs(TIMESTAMPED_HEX),
+                BODY,
+                SIGNED_AT
+            ),
+            Ok(())
+        );
         assert_eq!(sign(&integration, SIGNED_AT, BODY), TIMESTAMPED_HEX);
     }
 
@@ -199,7 +239,10 @@ mod tests {
     fn generic_accepts_independently_computed_base64_body_signature_with_rotated_secret() {
         // The fixture lists "new-secret" first; the vector uses the older one.
         let integration = fixtures::body_signed("http://unused");
-        assert_eq!(check(&integration, &[("x-pos-signature", BODY_BASE64)], BODY, 0), Ok(()));
+        assert_eq!(
+            check(&integration, &[("x-pos-signature", BODY_BASE64)], BODY, 0),
+            Ok(())
+        );
     }
 
     #[test]
@@ -208,17 +251,29 @@ mod tests {
         let pairs = timestamped_pairs(TIMESTAMPED_HEX);
         let mut changed = BODY.to_vec();
         changed[2] ^= 1;
-        assert_eq!(check(&integration, &pairs, &changed, SIGNED_AT), Err(SignatureError::Mismatch));
+        assert_eq!(
+            check(&integration, &pairs, &changed, SIGNED_AT),
+            Err(SignatureError::Mismatch)
+        );
 
         integration.signing_secrets = vec!["another-secret".into()];
-        assert_eq!(check(&integration, &pairs, BODY, SIGNED_AT), Err(SignatureError::Mismatch));
+        assert_eq!(
+            check(&integration, &pairs, BODY, SIGNED_AT),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn generic_signature_covers_the_timestamp() {
         let integration = fixtures::timestamped("http://unused");
-        let pairs = [("x-pos-timestamp", "1767225601"), ("x-pos-signature", TIMESTAMPED_HEX)];
-        assert_eq!(check(&integration, &pairs, BODY, SIGNED_AT), Err(SignatureError::Mismatch));
+        let pairs = [
+            ("x-pos-timestamp", "1767225601"),
+            ("x-pos-signature", TIMESTAMPED_HEX),
+        ];
+        assert_eq!(
+            check(&integration, &pairs, BODY, SIGNED_AT),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
@@ -226,7 +281,10 @@ mod tests {
         let integration = fixtures::timestamped("http://unused");
         let pretty = b"{\n  \"event_id\": \"evt_1\",\n  \"type\": \"transaction.created\"\n}";
         let pairs = timestamped_pairs(TIMESTAMPED_HEX);
-        assert_eq!(check(&integration, &pairs, pretty, SIGNED_AT), Err(SignatureError::Mismatch));
+        assert_eq!(
+            check(&integration, &pairs, pretty, SIGNED_AT),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
@@ -238,10 +296,23 @@ mod tests {
         let expected = "81b67b109b4240a27b61eb60c5d634bc974b1656dc93034a189f5defb64476a3";
         let mut integration = fixtures::timestamped("http://unused");
         integration.signed_payload = Some(SignedPayload::Body);
-        assert_eq!(check(&integration, &[("x-pos-signature", expected)], body.as_bytes(), 0), Ok(()));
+        assert_eq!(
+            check(
+                &integration,
+                &[("x-pos-signature", expected)],
+                body.as_bytes(),
+                0
+            ),
+            Ok(())
+        );
         // The same text with the escape resolved is different bytes.
         let resolved = body.replace("\\u00e5", "å");
-        let outcome = check(&integration, &[("x-pos-signature", expected)], resolved.as_bytes(), 0);
+        let outcome = check(
+            &integration,
+            &[("x-pos-signature", expected)],
+            resolved.as_bytes(),
+            0,
+        );
         assert_eq!(outcome, Err(SignatureError::Mismatch));
     }
 
@@ -250,8 +321,14 @@ mod tests {
         let integration = fixtures::timestamped("http://unused");
         let pairs = timestamped_pairs(TIMESTAMPED_HEX);
         let tolerance = integration.timestamp_tolerance_secs;
-        assert_eq!(check(&integration, &pairs, BODY, SIGNED_AT + tolerance), Ok(()));
-        assert_eq!(check(&integration, &pairs, BODY, SIGNED_AT - tolerance), Ok(()));
+        assert_eq!(
+            check(&integration, &pairs, BODY, SIGNED_AT + tolerance),
+            Ok(())
+        );
+        assert_eq!(
+            check(&integration, &pairs, BODY, SIGNED_AT - tolerance),
+            Ok(())
+        );
         let late = check(&integration, &pairs, BODY, SIGNED_AT + tolerance + 1);
         assert_eq!(late, Err(SignatureError::StaleTimestamp));
         let early = check(&integration, &pairs, BODY, SIGNED_AT - tolerance - 1);
@@ -262,9 +339,15 @@ mod tests {
     fn generic_reports_missing_headers() {
         let integration = fixtures::timestamped("http://unused");
         let no_signature = [("x-pos-timestamp", "1767225600")];
-        assert_eq!(check(&integration, &no_signature, BODY, SIGNED_AT), Err(SignatureError::Missing));
+        assert_eq!(
+            check(&integration, &no_signature, BODY, SIGNED_AT),
+            Err(SignatureError::Missing)
+        );
         let no_timestamp = [("x-pos-signature", TIMESTAMPED_HEX)];
-        assert_eq!(check(&integration, &no_timestamp, BODY, SIGNED_AT), Err(SignatureError::Missing));
+        assert_eq!(
+            check(&integration, &no_timestamp, BODY, SIGNED_AT),
+            Err(SignatureError::Missing)
+        );
     }
 
     #[test]
@@ -273,17 +356,34 @@ mod tests {
         let short_hex = &TIMESTAMPED_HEX[..62];
         for signature in ["", "   ", "zz", short_hex, "c2b7 64a6", BODY_BASE64, "é"] {
             let outcome = check(&hex, &timestamped_pairs(signature), BODY, SIGNED_AT);
-            assert!(matches!(outcome, Err(SignatureError::MalformedHeader(_))), "{signature:?}");
+            assert!(
+                matches!(outcome, Err(SignatureError::MalformedHeader(_))),
+                "{signature:?}"
+            );
         }
         for timestamp in ["", "-5", "1.5", "t=1", "99999999999999999999", "١٢٣"] {
-            let pairs = [("x-pos-timestamp", timestamp), ("x-pos-signature", TIMESTAMPED_HEX)];
+            let pairs = [
+                ("x-pos-timestamp", timestamp),
+                ("x-pos-signature", TIMESTAMPED_HEX),
+            ];
             let outcome = check(&hex, &pairs, BODY, SIGNED_AT);
-            assert!(matches!(outcome, Err(SignatureError::MalformedHeader(_))), "{timestamp:?}");
+            assert!(
+                matches!(outcome, Err(SignatureError::MalformedHeader(_))),
+                "{timestamp:?}"
+            );
         }
         let base64 = fixtures::body_signed("http://unused");
-        for signature in ["!!!!", "AAAA", TIMESTAMPED_HEX, "IjImCDTb/IsGvI9UPaZNFb9QDW9+EkBBwyVJInmNZIk"] {
+        for signature in [
+            "!!!!",
+            "AAAA",
+            TIMESTAMPED_HEX,
+            "IjImCDTb/IsGvI9UPaZNFb9QDW9+EkBBwyVJInmNZIk",
+        ] {
             let outcome = check(&base64, &[("x-pos-signature", signature)], BODY, 0);
-            assert!(matches!(outcome, Err(SignatureError::MalformedHeader(_))), "{signature:?}");
+            assert!(
+                matches!(outcome, Err(SignatureError::MalformedHeader(_))),
+                "{signature:?}"
+            );
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Zettle.
+//! Zettle (PayPal): Pusher deliveries whose signature covers the envelope's
+//! `timestamp` and string `payload`, purchases in integer minor units,
+//! verified against the Purchase API with an OAuth JWT-bearer token.
 
 pub mod api;
 pub mod decode;
