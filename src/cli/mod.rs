@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kvitto::config::Config;
+use kvitto::sandbox::simulate::SimulateOptions;
 use kvitto::store::Store;
 use kvitto::telemetry;
 
@@ -79,7 +80,7 @@ struct SimulateArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let command = args.command.unwrap_or(Command::Serve);
     if let Command::Sign(sign_args) = &command {
-        return sign::run(sign_args);
+        return sign::run(sign_args, args.config.as_deref());
     }
     let config = Config::load(args.config.as_deref()).context("loading configuration")?;
     telemetry::logging::init(&config.log);
@@ -126,8 +127,19 @@ fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let _ = (config, args);
-    anyhow::bail!("simulate is not wired yet")
+    let options = SimulateOptions {
+        count: args.count,
+        rate: args.rate,
+        providers: args.providers,
+        duplicates: args.duplicates,
+        out_of_order: args.out_of_order,
+        bad_signatures: args.bad_signatures,
+        seed: args.seed,
+        wait_secs: args.wait_secs,
+        serve_only: args.serve_only,
+    };
+    kvitto::sandbox::simulate::simulate(config, options).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn transactions(config: &Config, limit: i64, json: bool) -> anyhow::Result<ExitCode> {

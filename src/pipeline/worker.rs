@@ -88,6 +88,8 @@ enum Step {
     Done(Consumer),
     Transient(Consumer, InFlight),
     Panicked(Consumer, InFlight),
+    /// The bus did not answer; the consumer is kept and asked again later.
+    BusUnavailable(Consumer, String),
     ConsumerFailed(String),
     Stopped,
 }
@@ -114,6 +116,11 @@ impl Handler<Pump> for ProviderWorker {
                 actor.in_flight = Some(in_flight);
                 actor.last_failure = "panic";
                 ctx.stop();
+            }
+            Step::BusUnavailable(consumer, reason) => {
+                tracing::warn!(provider = %actor.provider, %reason, "bus read failed; retrying");
+                actor.consumer = Some(consumer);
+                ctx.notify_later(Pump, CONSUMER_RESTART_PAUSE);
             }
             Step::ConsumerFailed(reason) => {
                 tracing::warn!(provider = %actor.provider, %reason, "consumer failed; restarting");
@@ -154,7 +161,7 @@ async fn run_step(
         None => tokio::select! {
             next = consumer.next() => match next {
                 Ok(delivery) => InFlight { delivery, panics: 0, transient_failures: 0 },
-                Err(error) => return Step::ConsumerFailed(error.to_string()),
+                Err(error) => return Step::BusUnavailable(consumer, error.to_string()),
             },
             _ = stopping.wait_for(|stopping| *stopping) => return stop(consumer).await,
         },
