@@ -92,6 +92,12 @@ async fn process_event(shared: &Shared, provider: ProviderKind, delivery: &Deliv
     let decoded = providers::decode(provider, &raw).map_err(|e| permanent(DeadLetterReason::Undecodable, e.0))?;
     stage(provider, Stage::Decode, started);
 
+    // Lets the test suite make processing of chosen events panic, to prove
+    // that a panic restarts the actor and dead-letters only that event.
+    fail::fail_point!("process-event", decoded.event_id.contains("poison"), |_| {
+        Err(ProcessError::Transient("fail point".into()))
+    });
+
     let event = EventRef {
         provider,
         integration_id: &env.integration.id,

@@ -1,1 +1,6 @@
+//! kvitto's integration tests: one binary, real sockets, real SQLite,
+//! PostgreSQL and a Kafka-protocol broker (see `scripts/test`).
+
 mod bus;
+mod ingress;
+mod support;

@@ -160,7 +160,7 @@ impl Harness {
 
     pub fn webhook(&self, purchase: &Purchase, kind: WebhookKind) -> SandboxWebhook {
         let integration = self.integration(purchase.provider);
-        kvitto::providers::sandbox_webhook(integration, purchase, kind, chrono::Utc::now())
+        kvitto::sandbox::send::webhook(integration, purchase, kind, chrono::Utc::now())
     }
 
     /// Posts a webhook and returns the status code.
@@ -214,5 +214,31 @@ where
             panic!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A generic-POS webhook body for a transaction, as a merchant's POS would
+/// send it, and the headers that sign it with the demo integration.
+pub fn generic_webhook(harness: &Harness, event_id: &str, transaction_id: &str, amount: &str, extra: &str) -> SandboxWebhook {
+    let integration = harness.integration(ProviderKind::Generic);
+    let body = format!(
+        r#"{{"event_id":"{event_id}","type":"transaction.created","transaction_id":"{transaction_id}","amount":"{amount}","currency":"SEK","status":"completed","occurred_at":"2026-03-01T10:15:30Z","line_items":[{{"name":"Kanelbulle","quantity":"1","unit_price":"{amount}"}}]{extra}}}"#
+    );
+    signed_generic(integration, body.into_bytes(), event_id)
+}
+
+/// Signs an arbitrary body with the generic demo integration.
+pub fn signed_generic(integration: &kvitto::config::IntegrationConfig, body: Vec<u8>, event_id: &str) -> SandboxWebhook {
+    let timestamp = chrono::Utc::now().timestamp();
+    let signature = kvitto::providers::generic::signature::sign(integration, timestamp, &body);
+    SandboxWebhook {
+        path_and_query: format!("/webhooks/generic/{}", integration.id),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            (integration.signature_header.clone().expect("generic header"), signature),
+            (integration.timestamp_header.clone().expect("generic timestamp header"), timestamp.to_string()),
+        ],
+        body,
+        event_id: event_id.to_string(),
     }
 }
