@@ -3,4 +3,5 @@
 
 mod bus;
 mod ingress;
+mod pipeline;
 mod support;
