@@ -117,6 +117,9 @@ pub struct BusConfig {
     /// Kafka's time-based retention; on webhook topics only once every
     /// consumer group has committed them. 0 keeps messages forever.
     pub embedded_retention_hours: u64,
+    /// Kafka: how long the group waits for a silent consumer (a crashed
+    /// instance) before giving its partitions to another.
+    pub session_timeout_ms: u64,
 }
 
 impl Default for BusConfig {
@@ -130,6 +133,7 @@ impl Default for BusConfig {
             publish_timeout_ms: 5_000,
             embedded_path: PathBuf::from("data/bus.sqlite"),
             embedded_retention_hours: 168,
+            session_timeout_ms: 10_000,
         }
     }
 }
@@ -307,6 +311,13 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), reason: reason.into() }
 }
 
+/// `KVITTO_SECTION__KEY` variables. Only names with the `__` separator are
+/// read, so other variables that share the prefix (`KVITTO_CONFIG`, a test
+/// harness's own) are not mistaken for unknown keys.
+fn env_overrides() -> Env {
+    Env::prefixed(ENV_PREFIX).filter(|key| key.as_str().contains("__")).split("__")
+}
+
 impl Config {
     /// Loads defaults, then the file (when it exists or was asked for), then
     /// the environment, and validates the result.
@@ -321,7 +332,7 @@ impl Config {
             }
             None => figment = figment.merge(Toml::file("config/kvitto.toml")),
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        figment = figment.merge(env_overrides());
         Self::from_figment(figment)
     }
 
@@ -417,6 +428,22 @@ fn validate_integration(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_overrides_nested_keys_and_ignores_other_prefixed_names() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KVITTO_BUS__BROKERS", "127.0.0.1:9092");
+            jail.set_env("KVITTO_CONFIG", "elsewhere.toml");
+            jail.set_env("KVITTO_SERVER__MAX_BODY_BYTES", "2048");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.bus.brokers, "127.0.0.1:9092");
+            assert_eq!(config.server.max_body_bytes, 2048);
+            jail.set_env("KVITTO_BUS__BROKRS", "x");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("brokrs"), "{error}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn unknown_key_is_rejected_by_name() {

@@ -39,6 +39,7 @@ const CHECK_TIMEOUT_MS: u64 = 2_000;
 pub struct KafkaBus {
     producer: FutureProducer,
     brokers: String,
+    session_timeout_ms: u64,
 }
 
 impl KafkaBus {
@@ -61,6 +62,7 @@ impl KafkaBus {
         Ok(KafkaBus {
             producer,
             brokers: config.brokers.clone(),
+            session_timeout_ms: config.session_timeout_ms,
         })
     }
 
@@ -99,7 +101,7 @@ impl KafkaBus {
 
     /// Joins `group` on `topic`.
     pub async fn consumer(&self, group: &str, topic: &str) -> Result<KafkaConsumer, BusError> {
-        KafkaConsumer::subscribe(&self.brokers, group, topic)
+        KafkaConsumer::subscribe(&self.brokers, group, topic, self.session_timeout_ms)
     }
 
     /// Readiness: the cluster answers a metadata request in time.

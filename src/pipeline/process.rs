@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 
 use super::envelope::{self, DeadLetter};
 use super::verify::{self, Decision};
@@ -203,6 +203,10 @@ async fn decide(shared: &Shared, integration: &IntegrationConfig, claim: &Claim)
 /// The canonical transaction a decision describes.
 fn enrich(integration: &IntegrationConfig, claim: &Claim, decision: &Decision) -> Transaction {
     let facts = &decision.facts;
+    // The store keeps milliseconds; deciding at the same precision means a
+    // republished event is identical to the first, and equal facts compare
+    // equal.
+    let occurred_at = facts.occurred_at.trunc_subsecs(3);
     let unsigned = matches!(integration.provider, ProviderKind::Swish | ProviderKind::Klarna);
     let verification = if unsigned { VerificationMode::Api } else { integration.verification };
     Transaction {
@@ -218,13 +222,13 @@ fn enrich(integration: &IntegrationConfig, claim: &Claim, decision: &Decision) -
         state: facts.state,
         amount_minor: facts.amount_minor,
         currency: facts.currency.clone(),
-        occurred_at: facts.occurred_at,
-        occurred_at_local: canonical::stockholm_local(facts.occurred_at),
+        occurred_at,
+        occurred_at_local: canonical::stockholm_local(occurred_at),
         line_items: facts.line_items.clone(),
         source_event_ids: Vec::new(),
         source_version: facts.source_version,
         revision: 0,
-        updated_at: Utc::now(),
+        updated_at: Utc::now().trunc_subsecs(3),
     }
 }
 

@@ -2,6 +2,7 @@
 //! PostgreSQL and a Kafka-protocol broker (see `scripts/test`).
 
 mod bus;
+mod crash;
 mod ingress;
 mod pipeline;
 mod support;

@@ -25,9 +25,15 @@ pub struct KafkaConsumer {
 }
 
 impl KafkaConsumer {
-    pub(super) fn subscribe(brokers: &str, group: &str, topic: &str) -> Result<Self, BusError> {
+    pub(super) fn subscribe(
+        brokers: &str,
+        group: &str,
+        topic: &str,
+        session_timeout_ms: u64,
+    ) -> Result<Self, BusError> {
         let consumer: StreamConsumer = client_config(brokers)
             .set("group.id", group)
+            .set("session.timeout.ms", session_timeout_ms.to_string())
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
