@@ -88,9 +88,6 @@ async fn kill_nine_mid_stream_loses_nothing_and_doubles_nothing(runtime: Runtime
         let stored = store.transaction(&id.to_string()).await.unwrap();
         assert!(stored.is_some(), "acknowledged purchase lost: {purchase:?}");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-
     // A bus reader of the output topic: the same event id never carries
     // two different contents, and every stored transaction is published
     // (the last ones may still be on their way when the rows are counted).
@@ -110,6 +107,8 @@ async fn kill_nine_mid_stream_loses_nothing_and_doubles_nothing(runtime: Runtime
     })
     .await;
     assert_eq!(seen.len() as i64, stored, "one event per stored transaction");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[actix_rt::test]
