@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
@@ -22,7 +22,10 @@ pub struct AdminState {
     pub store: Store,
 }
 
-pub fn bind(listen: &str, state: Arc<AdminState>) -> std::io::Result<(Server, ServerHandle, std::net::SocketAddr)> {
+pub fn bind(
+    listen: &str,
+    state: Arc<AdminState>,
+) -> std::io::Result<(Server, ServerHandle, std::net::SocketAddr)> {
     let data = web::Data::from(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -33,14 +36,20 @@ pub fn bind(listen: &str, state: Arc<AdminState>) -> std::io::Result<(Server, Se
     })
     .workers(1)
     .bind(listen)?;
-    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no address bound"))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("no address bound"))?;
     let server = server.run();
     let handle = server.handle();
     Ok((server, handle, addr))
 }
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }
 
 async fn healthz() -> HttpResponse {
@@ -60,5 +69,9 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     };
     let ready = bus == "ok" && database == "ok";
     let body = json!({"status": if ready { "ready" } else { "not_ready" }, "bus": bus, "database": database});
-    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }

@@ -36,7 +36,10 @@ pub struct Running {
 
 /// Every topic kvitto writes or reads, for creation at start.
 pub fn topics(config: &Config) -> Vec<String> {
-    let mut topics: Vec<String> = ProviderKind::ALL.iter().map(|p| config.bus.webhook_topic(*p)).collect();
+    let mut topics: Vec<String> = ProviderKind::ALL
+        .iter()
+        .map(|p| config.bus.webhook_topic(*p))
+        .collect();
     topics.push(config.bus.transactions_topic());
     topics.push(config.bus.deadletter_topic());
     topics
@@ -45,22 +48,41 @@ pub fn topics(config: &Config) -> Vec<String> {
 /// Starts everything and returns once both listeners are bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = telemetry::catalog::install();
-    let store = Store::connect(&config.database).await.context("connecting to the database")?;
-    store.migrate().await.context("applying database migrations")?;
-    let bus = Bus::connect(&config.bus, &topics(&config)).await.context("connecting to the bus")?;
+    let store = Store::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
+    store
+        .migrate()
+        .await
+        .context("applying database migrations")?;
+    let bus = Bus::connect(&config.bus, &topics(&config))
+        .await
+        .context("connecting to the bus")?;
     let api = ApiClient::try_new(&config.processing).context("building the provider API client")?;
 
     let pipeline = Pipeline::start(config.clone(), store.clone(), bus.clone(), api);
-    let ingress_state = Arc::new(IngressState { config: config.clone(), bus: bus.clone() });
-    let (webhook, webhook_server, webhook_addr) =
-        ingress::bind(ingress_state).with_context(|| format!("binding {}", config.server.webhook_listen))?;
-    let admin_state = Arc::new(AdminState { metrics, bus: bus.clone(), store: store.clone() });
-    let (admin, admin_server, admin_addr) = admin::bind(&config.server.admin_listen, admin_state)
-        .with_context(|| format!("binding {}", config.server.admin_listen))?;
+    let ingress_state = Arc::new(IngressState {
+        config: config.clone(),
+        bus: bus.clone(),
+    });
+    let (webhook, webhook_server, webhook_addr) = ingress::bind(ingress_state)
+        .with_context(|| format!("binding {}", config.server.webhook_listen))?;
+    let admin_state = Arc::new(AdminState {
+        metrics,
+        bus: bus.clone(),
+        store: store.clone(),
+    });
+    let (admin, admin_server, admin_addr) =
+        admin::bind(&config.server.admin_listen, admin_state)
+            .with_context(|| format!("binding {}", config.server.admin_listen))?;
     actix_rt::spawn(webhook);
     actix_rt::spawn(admin);
 
-    let bus_kind = if config.bus.is_kafka() { "kafka" } else { "embedded" };
+    let bus_kind = if config.bus.is_kafka() {
+        "kafka"
+    } else {
+        "embedded"
+    };
     tracing::info!(
         %webhook_addr,
         %admin_addr,

@@ -10,8 +10,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::VerificationMode;
@@ -76,7 +76,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -90,7 +93,10 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: "sqlite://data/kvitto.sqlite".into(), max_connections: 8 }
+        DatabaseConfig {
+            url: "sqlite://data/kvitto.sqlite".into(),
+            max_connections: 8,
+        }
     }
 }
 
@@ -295,7 +301,10 @@ fn default_verification() -> VerificationMode {
 impl IntegrationConfig {
     /// The API base URL without a trailing slash.
     pub fn api_base(&self) -> &str {
-        self.api_base_url.as_deref().unwrap_or("").trim_end_matches('/')
+        self.api_base_url
+            .as_deref()
+            .unwrap_or("")
+            .trim_end_matches('/')
     }
 }
 
@@ -308,14 +317,19 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }
 
 /// `KVITTO_SECTION__KEY` variables. Only names with the `__` separator are
 /// read, so other variables that share the prefix (`KVITTO_CONFIG`, a test
 /// harness's own) are not mistaken for unknown keys.
 fn env_overrides() -> Env {
-    Env::prefixed(ENV_PREFIX).filter(|key| key.as_str().contains("__")).split("__")
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
 }
 
 impl Config {
@@ -326,7 +340,10 @@ impl Config {
         match path {
             Some(path) => {
                 if !path.exists() {
-                    return Err(invalid("config", format!("file {} not found", path.display())));
+                    return Err(invalid(
+                        "config",
+                        format!("file {} not found", path.display()),
+                    ));
                 }
                 figment = figment.merge(Toml::file(path));
             }
@@ -338,7 +355,8 @@ impl Config {
 
     /// Parses a TOML document alone (tests and `check-config`).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
         Self::from_figment(figment)
     }
 
@@ -349,7 +367,9 @@ impl Config {
     }
 
     pub fn integration(&self, provider: ProviderKind, id: &str) -> Option<&IntegrationConfig> {
-        self.integrations.iter().find(|i| i.provider == provider && i.id == id)
+        self.integrations
+            .iter()
+            .find(|i| i.provider == provider && i.id == id)
     }
 
     /// Providers that have at least one integration.
@@ -362,8 +382,14 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let db = &self.database.url;
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
-            return Err(invalid("database.url", "must start with sqlite: or postgres://"));
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
         }
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be greater than 0"));
@@ -378,7 +404,10 @@ impl Config {
         for (index, integration) in self.integrations.iter().enumerate() {
             let key = |field: &str| format!("integrations[{index}].{field}");
             if !seen.insert((integration.provider, integration.id.as_str())) {
-                return Err(invalid(key("id"), format!("duplicate integration {}", integration.id)));
+                return Err(invalid(
+                    key("id"),
+                    format!("duplicate integration {}", integration.id),
+                ));
             }
             validate_integration(integration, key)?;
         }
@@ -391,22 +420,44 @@ fn validate_integration(
     key: impl Fn(&str) -> String,
 ) -> Result<(), ConfigError> {
     let id = &integration.id;
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(invalid(key("id"), "must be non-empty ASCII letters, digits, - or _"));
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            key("id"),
+            "must be non-empty ASCII letters, digits, - or _",
+        ));
     }
-    let unsigned = matches!(integration.provider, ProviderKind::Swish | ProviderKind::Klarna);
+    let unsigned = matches!(
+        integration.provider,
+        ProviderKind::Swish | ProviderKind::Klarna
+    );
     if unsigned && id.len() < 24 {
-        return Err(invalid(key("id"), "unsigned providers need an unguessable id of 24+ characters"));
+        return Err(invalid(
+            key("id"),
+            "unsigned providers need an unguessable id of 24+ characters",
+        ));
     }
     if !unsigned && integration.signing_secrets.iter().all(|s| s.is_empty()) {
-        return Err(invalid(key("signing_secrets"), "at least one non-empty secret is required"));
+        return Err(invalid(
+            key("signing_secrets"),
+            "at least one non-empty secret is required",
+        ));
     }
     if integration.timestamp_tolerance_secs < 0 {
-        return Err(invalid(key("timestamp_tolerance_secs"), "must not be negative"));
+        return Err(invalid(
+            key("timestamp_tolerance_secs"),
+            "must not be negative",
+        ));
     }
     let needs_api = integration.verification == VerificationMode::Api || unsigned;
     if needs_api && integration.api_base_url.as_deref().unwrap_or("").is_empty() {
-        return Err(invalid(key("api_base_url"), "required for api verification"));
+        return Err(invalid(
+            key("api_base_url"),
+            "required for api verification",
+        ));
     }
     match integration.provider {
         ProviderKind::Square if integration.notification_url.is_none() => {
@@ -419,7 +470,10 @@ fn validate_integration(
             if integration.signed_payload == Some(SignedPayload::TimestampDotBody)
                 && integration.timestamp_header.is_none() =>
         {
-            Err(invalid(key("timestamp_header"), "required with signed_payload = timestamp-dot-body"))
+            Err(invalid(
+                key("timestamp_header"),
+                "required with signed_payload = timestamp-dot-body",
+            ))
         }
         _ => Ok(()),
     }
@@ -430,6 +484,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's own test jail error type
     fn environment_overrides_nested_keys_and_ignores_other_prefixed_names() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("KVITTO_BUS__BROKERS", "127.0.0.1:9092");
@@ -476,7 +531,10 @@ mod tests {
             verification = "signature-only"
         "#;
         let error = Config::from_toml(text).unwrap_err();
-        assert_eq!(error.to_string(), "integrations[0].notification_url: required for square");
+        assert_eq!(
+            error.to_string(),
+            "integrations[0].notification_url: required for square"
+        );
     }
 
     #[test]
@@ -490,6 +548,9 @@ mod tests {
             api_base_url = "http://127.0.0.1:1"
         "#;
         let error = Config::from_toml(text).unwrap_err();
-        assert!(error.to_string().starts_with("integrations[0].id"), "{error}");
+        assert!(
+            error.to_string().starts_with("integrations[0].id"),
+            "{error}"
+        );
     }
 }

@@ -44,8 +44,9 @@ pub fn decimal_to_minor(amount: &str, currency: &str) -> Result<i64, MoneyError>
     if !plain {
         return Err(MoneyError::NotDecimal(amount.to_string()));
     }
-    let value: Decimal =
-        amount.parse().map_err(|_| MoneyError::NotDecimal(amount.to_string()))?;
+    let value: Decimal = amount
+        .parse()
+        .map_err(|_| MoneyError::NotDecimal(amount.to_string()))?;
     let value = value.normalize();
     if value.scale() > exponent {
         return Err(MoneyError::TooPrecise {
@@ -108,15 +109,26 @@ mod tests {
     fn currency_exponents_are_real() {
         assert_eq!(decimal_to_minor("1500", "JPY"), Ok(1500));
         assert_eq!(decimal_to_minor("1.234", "KWD"), Ok(1234));
-        assert!(matches!(decimal_to_minor("1.5", "JPY"), Err(MoneyError::TooPrecise { .. })));
+        assert!(matches!(
+            decimal_to_minor("1.5", "JPY"),
+            Err(MoneyError::TooPrecise { .. })
+        ));
     }
 
     #[test]
     fn ambiguous_amounts_are_rejected() {
-        for bad in ["1e3", "10,00", "+5", "1_000", "", ".5", "5.", "1.2.3", " 5", "NaN", "١٢"] {
-            assert!(decimal_to_minor(bad, "SEK").is_err(), "{bad:?} was accepted");
+        for bad in [
+            "1e3", "10,00", "+5", "1_000", "", ".5", "5.", "1.2.3", " 5", "NaN", "١٢",
+        ] {
+            assert!(
+                decimal_to_minor(bad, "SEK").is_err(),
+                "{bad:?} was accepted"
+            );
         }
-        assert!(matches!(decimal_to_minor("1.001", "SEK"), Err(MoneyError::TooPrecise { .. })));
+        assert!(matches!(
+            decimal_to_minor("1.001", "SEK"),
+            Err(MoneyError::TooPrecise { .. })
+        ));
     }
 
     #[test]
@@ -133,7 +145,10 @@ mod tests {
 
     #[test]
     fn unknown_currency_is_rejected() {
-        assert!(matches!(decimal_to_minor("1", "XYZ"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(
+            decimal_to_minor("1", "XYZ"),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
     }
 
     #[test]
@@ -141,7 +156,10 @@ mod tests {
         let number: Box<RawValue> = serde_json::from_str("100.10").unwrap();
         assert_eq!(json_amount_to_minor(&number, "SEK"), Ok(10010));
         let huge: Box<RawValue> = serde_json::from_str("92233720368547758.07").unwrap();
-        assert_eq!(json_amount_to_minor(&huge, "SEK"), Ok(9_223_372_036_854_775_807));
+        assert_eq!(
+            json_amount_to_minor(&huge, "SEK"),
+            Ok(9_223_372_036_854_775_807)
+        );
         let text: Box<RawValue> = serde_json::from_str("\"0.10\"").unwrap();
         assert_eq!(json_amount_to_minor(&text, "SEK"), Ok(10));
         let exponent: Box<RawValue> = serde_json::from_str("1e3").unwrap();

@@ -14,6 +14,7 @@
 
 mod consumer;
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -37,7 +38,10 @@ const CHECK_TIMEOUT_MS: u64 = 2_000;
 /// A handle to the Kafka producer, cheap to clone.
 #[derive(Clone)]
 pub struct KafkaBus {
-    producer: FutureProducer,
+    /// Replaced when it gets into a state it cannot leave by itself (see
+    /// [`needs_new_producer`]); every clone sees the replacement.
+    producer: Arc<RwLock<FutureProducer>>,
+    producer_config: ClientConfig,
     brokers: String,
     session_timeout_ms: u64,
 }
@@ -51,16 +55,17 @@ impl KafkaBus {
         if !topics.is_empty() {
             create_topics(config, topics, timeout).await?;
         }
-        let producer: FutureProducer = client_config(&config.brokers)
+        let mut producer_config = client_config(&config.brokers);
+        producer_config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", config.publish_timeout_ms.to_string())
             .set("linger.ms", LINGER_MS.to_string())
-            .set("partitioner", "murmur2_random")
-            .create()
-            .map_err(|error| BusError::Fatal(format!("create kafka producer: {error}")))?;
+            .set("partitioner", "murmur2_random");
+        let producer = create_producer(&producer_config)?;
         Ok(KafkaBus {
-            producer,
+            producer: Arc::new(RwLock::new(producer)),
+            producer_config,
             brokers: config.brokers.clone(),
             session_timeout_ms: config.session_timeout_ms,
         })
@@ -89,13 +94,44 @@ impl KafkaBus {
         // `send` waits up to `timeout` for room in the local queue, then for
         // the delivery report, which `message.timeout.ms` bounds; the outer
         // timeout holds the caller to `timeout` whatever the configuration.
-        match tokio::time::timeout(timeout, self.producer.send(record, timeout)).await {
+        let producer = self.producer();
+        match tokio::time::timeout(timeout, producer.send(record, timeout)).await {
             Ok(Ok(_delivered)) => Ok(()),
-            Ok(Err((error, _message))) => Err(classify_produce_error(error)),
+            Ok(Err((error, _message))) => {
+                if needs_new_producer(&error) {
+                    self.replace_producer(&producer);
+                }
+                Err(classify_produce_error(error))
+            }
             Err(_) => Err(BusError::Unavailable(format!(
                 "no delivery report within {} ms",
                 timeout.as_millis()
             ))),
+        }
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .expect("producer lock poisoned")
+            .clone()
+    }
+
+    /// Swaps in a fresh producer (a new producer id, sequence numbers from
+    /// zero) unless another caller already replaced `failed`. Messages still
+    /// in flight on the old one finish or fail on their own; their webhooks
+    /// get 503 and are retried by the provider.
+    fn replace_producer(&self, failed: &FutureProducer) {
+        let mut current = self.producer.write().expect("producer lock poisoned");
+        if !std::ptr::eq(current.client().native_ptr(), failed.client().native_ptr()) {
+            return;
+        }
+        match create_producer(&self.producer_config) {
+            Ok(fresh) => {
+                tracing::warn!("kafka producer replaced after an error it cannot recover from");
+                *current = fresh;
+            }
+            Err(error) => tracing::error!(%error, "replacing the kafka producer failed"),
         }
     }
 
@@ -106,7 +142,7 @@ impl KafkaBus {
 
     /// Readiness: the cluster answers a metadata request in time.
     pub async fn check(&self) -> Result<(), BusError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let timeout = Duration::from_millis(CHECK_TIMEOUT_MS);
         // rdkafka's metadata call blocks its thread.
         tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
@@ -118,7 +154,7 @@ impl KafkaBus {
 
     /// Waits for every message in flight to get its delivery report.
     pub async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(|error| BusError::Fatal(format!("flush task failed: {error}")))?
@@ -184,6 +220,32 @@ async fn create_topics(
     Ok(())
 }
 
+fn create_producer(config: &ClientConfig) -> Result<FutureProducer, BusError> {
+    config
+        .create()
+        .map_err(|error| BusError::Fatal(format!("create kafka producer: {error}")))
+}
+
+/// Errors after which the idempotent producer will not deliver again: a
+/// fatal idempotence error (librdkafka requires a new instance), a broken
+/// sequence or epoch, or a broker that lost the producer's state and answers
+/// every request with an unknown error or fences the producer (both seen on
+/// tansu after a connection loss).
+fn needs_new_producer(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            Code::Fatal
+                | Code::OutOfOrderSequenceNumber
+                | Code::UnknownProducerId
+                | Code::InvalidProducerEpoch
+                | Code::ProducerFenced
+                | Code::Unknown
+        )
+    )
+}
+
 /// Maps a failed delivery to the bus contract: `Unavailable` when a later
 /// attempt can succeed (the provider is told 503 and retries), `Fatal` when
 /// it cannot.
@@ -224,8 +286,11 @@ fn classify_produce_error(error: KafkaError) -> BusError {
             | Code::ClusterAuthorizationFailed,
         ) => fatal(error),
         // The idempotent producer hit a fatal error (sequence gap, fenced):
-        // it refuses every further message until kvitto restarts.
-        KafkaError::MessageProduction(Code::Fatal | Code::OutOfOrderSequenceNumber) => fatal(error),
+        // this instance refuses every further message, so `publish` swaps in
+        // a new producer and the provider's retry goes through it.
+        KafkaError::MessageProduction(Code::Fatal | Code::OutOfOrderSequenceNumber) => {
+            unavailable(error)
+        }
         // Anything else from the broker: assume transient, so the provider
         // retries rather than kvitto dropping the event.
         KafkaError::MessageProduction(_) => unavailable(error),

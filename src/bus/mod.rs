@@ -30,7 +30,10 @@ pub struct BusMessage {
 
 impl BusMessage {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -73,7 +76,12 @@ impl Bus {
 
     /// Writes a message and returns once it is durable, or fails within
     /// `timeout`.
-    pub async fn publish(&self, topic: &str, message: &BusMessage, timeout: Duration) -> Result<(), BusError> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        message: &BusMessage,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
         match self {
             Bus::Kafka(bus) => bus.publish(topic, message, timeout).await,
             Bus::Embedded(bus) => bus.publish(topic, message, timeout).await,
@@ -107,7 +115,12 @@ impl Bus {
 
     /// Reads up to `max` messages of `topic` from the beginning, without a
     /// consumer group (tests, `kvitto deadletter list`).
-    pub async fn read_all(&self, topic: &str, max: usize, timeout: Duration) -> Result<Vec<Delivery>, BusError> {
+    pub async fn read_all(
+        &self,
+        topic: &str,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Delivery>, BusError> {
         match self {
             Bus::Kafka(bus) => bus.read_all(topic, max, timeout).await,
             Bus::Embedded(bus) => bus.read_all(topic, max).await,

@@ -14,7 +14,11 @@ use kvitto::store::Store;
 use kvitto::telemetry;
 
 #[derive(Debug, Parser)]
-#[command(name = "kvitto", version, about = "Signed provider webhooks in, verified transactions out")]
+#[command(
+    name = "kvitto",
+    version,
+    about = "Signed provider webhooks in, verified transactions out"
+)]
 pub struct Args {
     /// Configuration file (default: config/kvitto.toml when present).
     #[arg(long, short, global = true, env = "KVITTO_CONFIG")]
@@ -98,19 +102,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&config.database).await.context("connecting to the database")?;
+    let store = Store::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
     println!("migrations applied");
     Ok(ExitCode::SUCCESS)
 }
 
 fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
-    let bus = if config.bus.is_kafka() { format!("kafka ({})", config.bus.brokers) } else {
+    let bus = if config.bus.is_kafka() {
+        format!("kafka ({})", config.bus.brokers)
+    } else {
         format!("embedded ({})", config.bus.embedded_path.display())
     };
-    let database = config.database.url.split('@').next_back().unwrap_or_default();
+    let database = config
+        .database
+        .url
+        .split('@')
+        .next_back()
+        .unwrap_or_default();
     println!("configuration is valid");
-    println!("  webhooks on {}, admin on {}", config.server.webhook_listen, config.server.admin_listen);
+    println!(
+        "  webhooks on {}, admin on {}",
+        config.server.webhook_listen, config.server.admin_listen
+    );
     println!("  bus: {bus}");
     println!("  database: {database}");
     for integration in &config.integrations {
@@ -143,7 +159,9 @@ async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode
 }
 
 async fn transactions(config: &Config, limit: i64, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&config.database).await.context("connecting to the database")?;
+    let store = Store::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
     let transactions = store.recent_transactions(limit).await?;
     if json {
@@ -153,11 +171,20 @@ async fn transactions(config: &Config, limit: i64, json: bool) -> anyhow::Result
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:<8} {:<26} {:>12} {:<4} {:<10} {:<9} {}",
-        "occurred (Stockholm)", "provider", "business/location", "amount", "cur", "state", "verdict", "provider id"
+        "{:<24} {:<8} {:<26} {:>12} {:<4} {:<10} {:<9} provider id",
+        "occurred (Stockholm)",
+        "provider",
+        "business/location",
+        "amount",
+        "cur",
+        "state",
+        "verdict"
     );
     for t in &transactions {
-        let local = t.occurred_at_local.get(..19).unwrap_or(&t.occurred_at_local);
+        let local = t
+            .occurred_at_local
+            .get(..19)
+            .unwrap_or(&t.occurred_at_local);
         let place = format!("{}/{}", t.business_id, t.location_id);
         let amount = kvitto::money::format_minor(t.amount_minor, &t.currency);
         println!(
@@ -172,6 +199,10 @@ async fn transactions(config: &Config, limit: i64, json: bool) -> anyhow::Result
             t.provider_transaction_id
         );
     }
-    println!("{} of {} transactions", transactions.len(), store.count_transactions().await?);
+    println!(
+        "{} of {} transactions",
+        transactions.len(),
+        store.count_transactions().await?
+    );
     Ok(ExitCode::SUCCESS)
 }

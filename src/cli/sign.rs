@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use kvitto::config::{Config, IntegrationConfig};
-use kvitto::providers::{generic, shopify, square, stripe, zettle, ProviderKind};
+use kvitto::providers::{ProviderKind, generic, shopify, square, stripe, zettle};
 
 #[derive(Debug, clap::Args)]
 pub struct SignArgs {
@@ -39,15 +39,24 @@ pub fn run(args: &SignArgs, config_path: Option<&Path>) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn header_value(args: &SignArgs, body: &[u8], config_path: Option<&Path>) -> anyhow::Result<String> {
+fn header_value(
+    args: &SignArgs,
+    body: &[u8],
+    config_path: Option<&Path>,
+) -> anyhow::Result<String> {
     let secret = || args.secret.as_deref().context("--secret is required");
     Ok(match args.provider {
         ProviderKind::Square => {
-            let url = args.url.as_deref().context("--url is required for square")?;
+            let url = args
+                .url
+                .as_deref()
+                .context("--url is required for square")?;
             square::signature::sign(secret()?, url, body)
         }
         ProviderKind::Stripe => {
-            let timestamp = args.timestamp.context("--timestamp is required for stripe")?;
+            let timestamp = args
+                .timestamp
+                .context("--timestamp is required for stripe")?;
             stripe::signature::sign(secret()?, timestamp, body)
         }
         ProviderKind::Shopify => shopify::signature::sign(secret()?, body),
@@ -58,17 +67,28 @@ fn header_value(args: &SignArgs, body: &[u8], config_path: Option<&Path>) -> any
             if let Some(secret) = &args.secret {
                 integration.signing_secrets = vec![secret.clone()];
             }
-            let timestamp = args.timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp());
+            let timestamp = args
+                .timestamp
+                .unwrap_or_else(|| chrono::Utc::now().timestamp());
             generic::signature::sign(&integration, timestamp, body)
         }
         ProviderKind::Swish | ProviderKind::Klarna => {
-            bail!("{} callbacks are not signed; their integration path token is the gate", args.provider)
+            bail!(
+                "{} callbacks are not signed; their integration path token is the gate",
+                args.provider
+            )
         }
     })
 }
 
-fn configured_generic(args: &SignArgs, config_path: Option<&Path>) -> anyhow::Result<IntegrationConfig> {
-    let id = args.integration.as_deref().context("--integration is required for generic")?;
+fn configured_generic(
+    args: &SignArgs,
+    config_path: Option<&Path>,
+) -> anyhow::Result<IntegrationConfig> {
+    let id = args
+        .integration
+        .as_deref()
+        .context("--integration is required for generic")?;
     let config = Config::load(config_path).context("loading configuration")?;
     config
         .integration(ProviderKind::Generic, id)

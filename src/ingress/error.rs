@@ -34,7 +34,9 @@ impl IngressError {
     pub fn outcome(&self) -> IngressOutcome {
         match self {
             IngressError::UnknownIntegration => IngressOutcome::UnknownIntegration,
-            IngressError::MissingSignature | IngressError::InvalidSignature => IngressOutcome::InvalidSignature,
+            IngressError::MissingSignature | IngressError::InvalidSignature => {
+                IngressOutcome::InvalidSignature
+            }
             IngressError::StaleTimestamp => IngressOutcome::StaleTimestamp,
             IngressError::Malformed(_) => IngressOutcome::Malformed,
             IngressError::TooLarge { .. } => IngressOutcome::TooLarge,
@@ -65,9 +67,9 @@ impl ResponseError for IngressError {
     fn status_code(&self) -> StatusCode {
         match self {
             IngressError::UnknownIntegration => StatusCode::NOT_FOUND,
-            IngressError::MissingSignature | IngressError::InvalidSignature | IngressError::StaleTimestamp => {
-                StatusCode::UNAUTHORIZED
-            }
+            IngressError::MissingSignature
+            | IngressError::InvalidSignature
+            | IngressError::StaleTimestamp => StatusCode::UNAUTHORIZED,
             IngressError::Malformed(_) => StatusCode::BAD_REQUEST,
             IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +83,9 @@ impl ResponseError for IngressError {
         }
         // Malformed messages come from decode errors, which describe the
         // shape of the body ("payload is not JSON"), never its content.
-        response.json(ErrorBody { error: self.code(), message: self.to_string() })
+        response.json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        })
     }
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::CONTENT_LENGTH;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use futures::StreamExt;
 use uuid::Uuid;
@@ -15,9 +15,9 @@ use crate::pipeline::envelope::{
     EVENT_ID_HEADER, INTEGRATION_HEADER, PROVIDER_EVENT_ID_HEADER, PROVIDER_HEADER, QUERY_HEADER,
     RECEIVED_AT_HEADER,
 };
-use crate::providers::{self, ProviderKind, SignatureError, WebhookRequest, KEPT_HEADERS};
+use crate::providers::{self, KEPT_HEADERS, ProviderKind, SignatureError, WebhookRequest};
 use crate::store::format_time;
-use crate::telemetry::{emit, BusPublished, IngressOutcome, TopicKind, WebhookAnswered};
+use crate::telemetry::{BusPublished, IngressOutcome, TopicKind, WebhookAnswered, emit};
 
 /// Namespace of kvitto event ids (UUID v5 of provider, integration and the
 /// provider's event id), so every delivery of one provider event carries
@@ -38,7 +38,11 @@ pub async fn receive(
         Ok(_) => IngressOutcome::Accepted,
         Err(error) => error.outcome(),
     };
-    emit(WebhookAnswered { provider, outcome, elapsed: started.elapsed() });
+    emit(WebhookAnswered {
+        provider,
+        outcome,
+        elapsed: started.elapsed(),
+    });
     result
 }
 
@@ -53,7 +57,11 @@ async fn accept(
         .and_then(|provider| state.config.integration(provider, integration_id))
         .ok_or(IngressError::UnknownIntegration)?;
     let body = read_body(request, payload, state.config.server.max_body_bytes).await?;
-    let webhook = WebhookRequest { headers: request.headers(), body: &body, query: request.query_string() };
+    let webhook = WebhookRequest {
+        headers: request.headers(),
+        body: &body,
+        query: request.query_string(),
+    };
 
     // Every provider sends JSON (or nothing): bytes that are not UTF-8 are
     // refused before any secret is used on them.
@@ -70,7 +78,11 @@ async fn accept(
     let timeout = Duration::from_millis(state.config.bus.publish_timeout_ms);
     let publish_started = Instant::now();
     let published = state.bus.publish(&topic, &message, timeout).await;
-    emit(BusPublished { topic: TopicKind::Webhooks, ok: published.is_ok(), elapsed: publish_started.elapsed() });
+    emit(BusPublished {
+        topic: TopicKind::Webhooks,
+        ok: published.is_ok(),
+        elapsed: publish_started.elapsed(),
+    });
     match published {
         // Durable on the bus: now, and only now, the provider may forget it.
         Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -95,7 +107,11 @@ async fn accept(
 
 /// Reads the body up to the limit, refusing early on a declared length over
 /// it and stopping as soon as the stream passes it.
-async fn read_body(request: &HttpRequest, mut payload: web::Payload, max_body_bytes: usize) -> Result<Vec<u8>, IngressError> {
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    max_body_bytes: usize,
+) -> Result<Vec<u8>, IngressError> {
     let too_large = IngressError::TooLarge { max_body_bytes };
     let declared = request
         .headers()
@@ -107,7 +123,8 @@ async fn read_body(request: &HttpRequest, mut payload: web::Payload, max_body_by
     }
     let mut body = Vec::with_capacity(declared.unwrap_or(0).min(max_body_bytes));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| IngressError::Malformed("request body could not be read".into()))?;
+        let chunk =
+            chunk.map_err(|_| IngressError::Malformed("request body could not be read".into()))?;
         if body.len() + chunk.len() > max_body_bytes {
             return Err(too_large);
         }
@@ -121,13 +138,20 @@ fn signature_error(error: SignatureError) -> IngressError {
         SignatureError::Missing => IngressError::MissingSignature,
         SignatureError::Mismatch => IngressError::InvalidSignature,
         SignatureError::StaleTimestamp => IngressError::StaleTimestamp,
-        SignatureError::MalformedHeader(reason) => IngressError::Malformed(format!("signature header malformed: {reason}")),
-        SignatureError::MalformedBody(reason) => IngressError::Malformed(format!("body malformed: {reason}")),
+        SignatureError::MalformedHeader(reason) => {
+            IngressError::Malformed(format!("signature header malformed: {reason}"))
+        }
+        SignatureError::MalformedBody(reason) => {
+            IngressError::Malformed(format!("body malformed: {reason}"))
+        }
     }
 }
 
 fn event_id(integration: &IntegrationConfig, provider_event_id: &str) -> String {
-    let name = format!("{}/{}/{}", integration.provider, integration.id, provider_event_id);
+    let name = format!(
+        "{}/{}/{}",
+        integration.provider, integration.id, provider_event_id
+    );
     Uuid::new_v5(&EVENT_NAMESPACE, name.as_bytes()).to_string()
 }
 
@@ -139,7 +163,10 @@ fn bus_message(
 ) -> BusMessage {
     let mut headers = vec![
         (EVENT_ID_HEADER.to_string(), event_id.to_string()),
-        (PROVIDER_HEADER.to_string(), integration.provider.to_string()),
+        (
+            PROVIDER_HEADER.to_string(),
+            integration.provider.to_string(),
+        ),
         (INTEGRATION_HEADER.to_string(), integration.id.clone()),
         (PROVIDER_EVENT_ID_HEADER.to_string(), info.event_id.clone()),
         (RECEIVED_AT_HEADER.to_string(), format_time(Utc::now())),
@@ -152,5 +179,9 @@ fn bus_message(
             headers.push((name.to_string(), value.to_string()));
         }
     }
-    BusMessage { key: info.partition_key.clone(), payload: webhook.body.to_vec(), headers }
+    BusMessage {
+        key: info.partition_key.clone(),
+        payload: webhook.body.to_vec(),
+        headers,
+    }
 }

@@ -11,7 +11,7 @@ mod handler;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
+use actix_web::{App, HttpServer, web};
 
 pub use self::error::IngressError;
 use crate::bus::Bus;
@@ -25,23 +25,32 @@ pub struct IngressState {
 
 /// Binds the webhook listener and returns the server (to be awaited or
 /// spawned), its handle and the bound address.
-pub fn bind(state: Arc<IngressState>) -> std::io::Result<(Server, ServerHandle, std::net::SocketAddr)> {
+pub fn bind(
+    state: Arc<IngressState>,
+) -> std::io::Result<(Server, ServerHandle, std::net::SocketAddr)> {
     let listen = state.config.server.webhook_listen.clone();
     let workers = match state.config.server.workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
         n => n,
     };
     let shutdown_secs = state.config.server.shutdown_timeout_secs;
     let data = web::Data::from(state);
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .route("/webhooks/{provider}/{integration}", web::post().to(handler::receive))
+        App::new().app_data(data.clone()).route(
+            "/webhooks/{provider}/{integration}",
+            web::post().to(handler::receive),
+        )
     })
     .workers(workers)
     .shutdown_timeout(shutdown_secs)
     .bind(&listen)?;
-    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no address bound"))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("no address bound"))?;
     let server = server.run();
     let handle = server.handle();
     Ok((server, handle, addr))

@@ -44,7 +44,10 @@ pub fn transaction_message(transaction: &Transaction) -> BusMessage {
     let event = CloudEvent {
         specversion: "1.0",
         id: format!("{id}:{}", transaction.revision),
-        source: format!("/kvitto/{}/{}", transaction.provider, transaction.integration_id),
+        source: format!(
+            "/kvitto/{}/{}",
+            transaction.provider, transaction.integration_id
+        ),
         kind: TRANSACTION_EVENT_TYPE,
         subject: &id,
         time: format_time(transaction.updated_at),
@@ -85,11 +88,22 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(delivery: &Delivery, reason: &'static str, detail: String, now: DateTime<Utc>) -> Self {
+    pub fn new(
+        delivery: &Delivery,
+        reason: &'static str,
+        detail: String,
+        now: DateTime<Utc>,
+    ) -> Self {
         let message = &delivery.message;
         DeadLetter {
-            event_id: message.header(EVENT_ID_HEADER).unwrap_or_default().to_string(),
-            provider: message.header(PROVIDER_HEADER).unwrap_or_default().to_string(),
+            event_id: message
+                .header(EVENT_ID_HEADER)
+                .unwrap_or_default()
+                .to_string(),
+            provider: message
+                .header(PROVIDER_HEADER)
+                .unwrap_or_default()
+                .to_string(),
             integration_id: message.header(INTEGRATION_HEADER).map(str::to_string),
             provider_event_id: message.header(PROVIDER_EVENT_ID_HEADER).map(str::to_string),
             reason,

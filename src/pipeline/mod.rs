@@ -23,7 +23,7 @@ use crate::bus::{Bus, BusError, BusMessage};
 use crate::config::Config;
 use crate::providers::{ApiClient, ProviderKind};
 use crate::store::Store;
-use crate::telemetry::{emit, BusPublished, TopicKind};
+use crate::telemetry::{BusPublished, TopicKind, emit};
 
 /// What every worker shares.
 pub struct Shared {
@@ -38,11 +38,20 @@ pub struct Shared {
 
 impl Shared {
     /// Publishes with the configured timeout and counts the outcome.
-    pub async fn publish(&self, topic_kind: TopicKind, topic: &str, message: &BusMessage) -> Result<(), BusError> {
+    pub async fn publish(
+        &self,
+        topic_kind: TopicKind,
+        topic: &str,
+        message: &BusMessage,
+    ) -> Result<(), BusError> {
         let started = Instant::now();
         let timeout = Duration::from_millis(self.config.bus.publish_timeout_ms);
         let result = self.bus.publish(topic, message, timeout).await;
-        emit(BusPublished { topic: topic_kind, ok: result.is_ok(), elapsed: started.elapsed() });
+        emit(BusPublished {
+            topic: topic_kind,
+            ok: result.is_ok(),
+            elapsed: started.elapsed(),
+        });
         result
     }
 }
@@ -62,7 +71,13 @@ impl Pipeline {
         let (stop_tx, stopping) = watch::channel(false);
         let providers = config.active_providers();
         let (done_tx, done_rx) = tokio::sync::mpsc::channel(providers.len().max(1));
-        let shared = Arc::new(Shared { config, store, bus, api, stopping });
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            bus,
+            api,
+            stopping,
+        });
         let workers = providers
             .into_iter()
             .map(|provider| {
@@ -75,7 +90,11 @@ impl Pipeline {
                 (addr, arbiter)
             })
             .collect();
-        Pipeline { stop_tx, done_rx, workers }
+        Pipeline {
+            stop_tx,
+            done_rx,
+            workers,
+        }
     }
 
     /// Asks every worker to finish the event in hand, commit and stop, and
@@ -92,7 +111,10 @@ impl Pipeline {
             }
         };
         if tokio::time::timeout(deadline, wait_all).await.is_err() {
-            tracing::warn!(deadline_secs = deadline.as_secs(), "pipeline did not drain in time; unfinished events will be redelivered");
+            tracing::warn!(
+                deadline_secs = deadline.as_secs(),
+                "pipeline did not drain in time; unfinished events will be redelivered"
+            );
         }
         for (_, arbiter) in self.workers.drain(..) {
             arbiter.stop();

@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 
+use super::Shared;
 use super::envelope::{self, DeadLetter};
 use super::verify::{self, Decision};
-use super::Shared;
 use crate::bus::{BusError, Delivery};
 use crate::canonical::{self, Transaction, VerificationMode};
 use crate::config::IntegrationConfig;
 use crate::providers::{self, ApiError, Claim, EventAction, ProviderKind, RawDelivery};
 use crate::store::{Applied, EventRef, StoreError};
 use crate::telemetry::{
-    emit, DeadLetterReason, DeadLettered, EventProcessed, ProcessOutcome, Stage, StageFinished,
-    TopicKind, VerificationMismatch,
+    DeadLetterReason, DeadLettered, EventProcessed, ProcessOutcome, Stage, StageFinished,
+    TopicKind, VerificationMismatch, emit,
 };
 
 /// Why an event could not be processed now.
@@ -32,7 +32,10 @@ pub enum ProcessError {
     Transient(String),
     /// Retrying cannot help: the event goes to the dead-letter topic.
     #[error("{reason:?}: {detail}")]
-    Permanent { reason: DeadLetterReason, detail: String },
+    Permanent {
+        reason: DeadLetterReason,
+        detail: String,
+    },
 }
 
 impl From<StoreError> for ProcessError {
@@ -48,7 +51,10 @@ impl From<BusError> for ProcessError {
 }
 
 fn permanent(reason: DeadLetterReason, detail: impl Into<String>) -> ProcessError {
-    ProcessError::Permanent { reason, detail: detail.into() }
+    ProcessError::Permanent {
+        reason,
+        detail: detail.into(),
+    }
 }
 
 /// The identity of a webhook event, read from the headers ingress wrote.
@@ -58,38 +64,77 @@ struct Envelope<'a> {
     query: &'a str,
 }
 
-fn envelope<'a>(shared: &'a Shared, provider: ProviderKind, delivery: &'a Delivery) -> Result<Envelope<'a>, ProcessError> {
+fn envelope<'a>(
+    shared: &'a Shared,
+    provider: ProviderKind,
+    delivery: &'a Delivery,
+) -> Result<Envelope<'a>, ProcessError> {
     let message = &delivery.message;
-    let event_id = message
-        .header(envelope::EVENT_ID_HEADER)
-        .ok_or_else(|| permanent(DeadLetterReason::Undecodable, "missing kvitto-event-id header"))?;
+    let event_id = message.header(envelope::EVENT_ID_HEADER).ok_or_else(|| {
+        permanent(
+            DeadLetterReason::Undecodable,
+            "missing kvitto-event-id header",
+        )
+    })?;
     let integration_id = message
         .header(envelope::INTEGRATION_HEADER)
-        .ok_or_else(|| permanent(DeadLetterReason::Undecodable, "missing kvitto-integration header"))?;
-    let integration = shared.config.integration(provider, integration_id).ok_or_else(|| {
-        permanent(DeadLetterReason::UnknownIntegration, format!("integration {integration_id} is not configured"))
-    })?;
+        .ok_or_else(|| {
+            permanent(
+                DeadLetterReason::Undecodable,
+                "missing kvitto-integration header",
+            )
+        })?;
+    let integration = shared
+        .config
+        .integration(provider, integration_id)
+        .ok_or_else(|| {
+            permanent(
+                DeadLetterReason::UnknownIntegration,
+                format!("integration {integration_id} is not configured"),
+            )
+        })?;
     let query = message.header(envelope::QUERY_HEADER).unwrap_or("");
-    Ok(Envelope { event_id, integration, query })
+    Ok(Envelope {
+        event_id,
+        integration,
+        query,
+    })
 }
 
 /// Processes one event end to end and says how it ended.
-pub async fn process(shared: &Shared, provider: ProviderKind, delivery: &Delivery) -> Result<ProcessOutcome, ProcessError> {
+pub async fn process(
+    shared: &Shared,
+    provider: ProviderKind,
+    delivery: &Delivery,
+) -> Result<ProcessOutcome, ProcessError> {
     let outcome = process_event(shared, provider, delivery).await?;
     let since_accepted = delivery
         .message
         .header(envelope::RECEIVED_AT_HEADER)
         .and_then(|value| crate::store::parse_time(value).ok())
         .and_then(|accepted| (Utc::now() - accepted).to_std().ok());
-    emit(EventProcessed { provider, outcome, since_accepted });
+    emit(EventProcessed {
+        provider,
+        outcome,
+        since_accepted,
+    });
     Ok(outcome)
 }
 
-async fn process_event(shared: &Shared, provider: ProviderKind, delivery: &Delivery) -> Result<ProcessOutcome, ProcessError> {
+async fn process_event(
+    shared: &Shared,
+    provider: ProviderKind,
+    delivery: &Delivery,
+) -> Result<ProcessOutcome, ProcessError> {
     let started = Instant::now();
     let env = envelope(shared, provider, delivery)?;
-    let raw = RawDelivery { body: &delivery.message.payload, headers: &delivery.message.headers, query: env.query };
-    let decoded = providers::decode(provider, &raw).map_err(|e| permanent(DeadLetterReason::Undecodable, e.0))?;
+    let raw = RawDelivery {
+        body: &delivery.message.payload,
+        headers: &delivery.message.headers,
+        query: env.query,
+    };
+    let decoded = providers::decode(provider, &raw)
+        .map_err(|e| permanent(DeadLetterReason::Undecodable, e.0))?;
     stage(provider, Stage::Decode, started);
 
     // Lets the test suite make processing of chosen events panic, to prove
@@ -121,8 +166,15 @@ async fn process_event(shared: &Shared, provider: ProviderKind, delivery: &Deliv
     let claim = match decoded.action {
         EventAction::Ignore { reason } => {
             tracing::debug!(provider = %provider, event_id = env.event_id, reason, "event ignored");
-            let fresh = shared.store.record_without_effect(&event, "ignored").await?;
-            return Ok(if fresh { ProcessOutcome::Ignored } else { ProcessOutcome::Duplicate });
+            let fresh = shared
+                .store
+                .record_without_effect(&event, "ignored")
+                .await?;
+            return Ok(if fresh {
+                ProcessOutcome::Ignored
+            } else {
+                ProcessOutcome::Duplicate
+            });
         }
         EventAction::Purchase(claim) => claim,
     };
@@ -172,26 +224,49 @@ fn verdict_outcome(decision: &Decision) -> ProcessOutcome {
 
 /// Verifies a claim: against the provider's API, or on its signature alone
 /// where the integration says so. Unsigned providers are always looked up.
-async fn decide(shared: &Shared, integration: &IntegrationConfig, claim: &Claim) -> Result<Decision, ProcessError> {
-    let unsigned = matches!(integration.provider, ProviderKind::Swish | ProviderKind::Klarna);
+async fn decide(
+    shared: &Shared,
+    integration: &IntegrationConfig,
+    claim: &Claim,
+) -> Result<Decision, ProcessError> {
+    let unsigned = matches!(
+        integration.provider,
+        ProviderKind::Swish | ProviderKind::Klarna
+    );
     if integration.verification == VerificationMode::SignatureOnly && !unsigned {
         let facts = verify::from_claim(claim).ok_or_else(|| {
-            permanent(DeadLetterReason::Undecodable, "webhook lacks amount, currency, state or time")
+            permanent(
+                DeadLetterReason::Undecodable,
+                "webhook lacks amount, currency, state or time",
+            )
         })?;
-        return Ok(Decision { facts, verdict: canonical::Verdict::Verified, rejection_reason: None, mismatch: None });
+        return Ok(Decision {
+            facts,
+            verdict: canonical::Verdict::Verified,
+            rejection_reason: None,
+            mismatch: None,
+        });
     }
     let tolerance = shared.config.processing.amount_tolerance_minor;
     match providers::lookup(&shared.api, integration, &claim.transaction_ref).await {
         Ok(truth) => Ok(verify::against_truth(claim, &truth, tolerance)),
         Err(ApiError::NotFound) => {
             let facts = verify::from_claim(claim).ok_or_else(|| {
-                permanent(DeadLetterReason::ProviderApi, "transaction unknown to the provider")
+                permanent(
+                    DeadLetterReason::ProviderApi,
+                    "transaction unknown to the provider",
+                )
             })?;
-            emit(VerificationMismatch { provider: integration.provider, reason: "unknown_to_provider" });
+            emit(VerificationMismatch {
+                provider: integration.provider,
+                reason: "unknown_to_provider",
+            });
             Ok(Decision {
                 facts,
                 verdict: canonical::Verdict::Rejected,
-                rejection_reason: Some("unknown_to_provider: the provider API does not know this transaction".into()),
+                rejection_reason: Some(
+                    "unknown_to_provider: the provider API does not know this transaction".into(),
+                ),
                 mismatch: None,
             })
         }
@@ -207,10 +282,21 @@ fn enrich(integration: &IntegrationConfig, claim: &Claim, decision: &Decision) -
     // republished event is identical to the first, and equal facts compare
     // equal.
     let occurred_at = facts.occurred_at.trunc_subsecs(3);
-    let unsigned = matches!(integration.provider, ProviderKind::Swish | ProviderKind::Klarna);
-    let verification = if unsigned { VerificationMode::Api } else { integration.verification };
+    let unsigned = matches!(
+        integration.provider,
+        ProviderKind::Swish | ProviderKind::Klarna
+    );
+    let verification = if unsigned {
+        VerificationMode::Api
+    } else {
+        integration.verification
+    };
     Transaction {
-        id: canonical::transaction_id(integration.provider, &integration.id, &claim.transaction_ref),
+        id: canonical::transaction_id(
+            integration.provider,
+            &integration.id,
+            &claim.transaction_ref,
+        ),
         provider: integration.provider,
         integration_id: integration.id.clone(),
         business_id: integration.business_id.clone(),
@@ -234,7 +320,13 @@ fn enrich(integration: &IntegrationConfig, claim: &Claim, decision: &Decision) -
 
 async fn publish(shared: &Shared, transaction: &Transaction) -> Result<(), ProcessError> {
     let topic = shared.config.bus.transactions_topic();
-    shared.publish(TopicKind::Transactions, &topic, &envelope::transaction_message(transaction)).await?;
+    shared
+        .publish(
+            TopicKind::Transactions,
+            &topic,
+            &envelope::transaction_message(transaction),
+        )
+        .await?;
     Ok(())
 }
 
@@ -248,18 +340,38 @@ pub async fn dead_letter(
 ) -> Result<(), BusError> {
     let letter = DeadLetter::new(delivery, reason.as_str(), detail.to_string(), Utc::now());
     let topic = shared.config.bus.deadletter_topic();
-    shared.publish(TopicKind::Deadletter, &topic, &letter.message(&delivery.message.key)).await?;
-    emit(DeadLettered { provider, reason, event_id: &letter.event_id, detail });
-    emit(EventProcessed { provider, outcome: ProcessOutcome::Deadlettered, since_accepted: None });
+    shared
+        .publish(
+            TopicKind::Deadletter,
+            &topic,
+            &letter.message(&delivery.message.key),
+        )
+        .await?;
+    emit(DeadLettered {
+        provider,
+        reason,
+        event_id: &letter.event_id,
+        detail,
+    });
+    emit(EventProcessed {
+        provider,
+        outcome: ProcessOutcome::Deadlettered,
+        since_accepted: None,
+    });
     Ok(())
 }
 
 fn stage(provider: ProviderKind, stage: Stage, started: Instant) {
-    emit(StageFinished { provider, stage, elapsed: started.elapsed() });
+    emit(StageFinished {
+        provider,
+        stage,
+        elapsed: started.elapsed(),
+    });
 }
 
 /// The pause before retrying an event that failed transiently: doubling
 /// from the configured pause, capped.
 pub fn retry_pause(base: Duration, attempt: u32, max: Duration) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(max)
+    base.saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(max)
 }

@@ -46,31 +46,55 @@ pub fn against_truth(claim: &Claim, truth: &ProviderTruth, tolerance_minor: i64)
         },
     };
     match mismatch(claim, truth, tolerance_minor) {
-        None => Decision { facts, verdict: Verdict::Verified, rejection_reason: None, mismatch: None },
-        Some((label, reason)) => {
-            Decision { facts, verdict: Verdict::Rejected, rejection_reason: Some(reason), mismatch: Some(label) }
-        }
+        None => Decision {
+            facts,
+            verdict: Verdict::Verified,
+            rejection_reason: None,
+            mismatch: None,
+        },
+        Some((label, reason)) => Decision {
+            facts,
+            verdict: Verdict::Rejected,
+            rejection_reason: Some(reason),
+            mismatch: Some(label),
+        },
     }
 }
 
-fn mismatch(claim: &Claim, truth: &ProviderTruth, tolerance_minor: i64) -> Option<(&'static str, String)> {
+fn mismatch(
+    claim: &Claim,
+    truth: &ProviderTruth,
+    tolerance_minor: i64,
+) -> Option<(&'static str, String)> {
     if claim.transaction_ref != truth.transaction_ref {
         return Some((
             "reference",
-            format!("reference_mismatch: webhook {}, provider {}", claim.transaction_ref, truth.transaction_ref),
+            format!(
+                "reference_mismatch: webhook {}, provider {}",
+                claim.transaction_ref, truth.transaction_ref
+            ),
         ));
     }
     if let Some(currency) = &claim.currency
         && !currency.eq_ignore_ascii_case(&truth.currency)
     {
-        return Some(("currency", format!("currency_mismatch: webhook {currency}, provider {}", truth.currency)));
+        return Some((
+            "currency",
+            format!(
+                "currency_mismatch: webhook {currency}, provider {}",
+                truth.currency
+            ),
+        ));
     }
     if let Some(amount) = claim.amount_minor
         && amount.abs_diff(truth.amount_minor) > tolerance_minor.unsigned_abs()
     {
         return Some((
             "amount",
-            format!("amount_mismatch: webhook {amount}, provider {} (minor units)", truth.amount_minor),
+            format!(
+                "amount_mismatch: webhook {amount}, provider {} (minor units)",
+                truth.amount_minor
+            ),
         ));
     }
     // A payment may move on between the webhook and the lookup (approved,
@@ -80,7 +104,10 @@ fn mismatch(claim: &Claim, truth: &ProviderTruth, tolerance_minor: i64) -> Optio
     if claim.state == Some(PaymentState::Completed) && denied {
         return Some((
             "state",
-            format!("state_mismatch: webhook completed, provider {}", truth.state.as_str()),
+            format!(
+                "state_mismatch: webhook completed, provider {}",
+                truth.state.as_str()
+            ),
         ));
     }
     None
@@ -133,7 +160,10 @@ mod tests {
     fn amount_within_tolerance_is_verified() {
         let decision = against_truth(&claim(14951), &truth(), 1);
         assert_eq!(decision.verdict, Verdict::Verified);
-        assert_eq!(decision.facts.amount_minor, 14950, "stored facts are the provider's");
+        assert_eq!(
+            decision.facts.amount_minor, 14950,
+            "stored facts are the provider's"
+        );
         assert_eq!(decision.facts.source_version, 10);
     }
 
@@ -170,7 +200,10 @@ mod tests {
 
     #[test]
     fn claim_without_amount_cannot_be_trusted_alone() {
-        let c = Claim { transaction_ref: "order".into(), ..Claim::default() };
+        let c = Claim {
+            transaction_ref: "order".into(),
+            ..Claim::default()
+        };
         assert_eq!(from_claim(&c), None);
     }
 }

@@ -22,15 +22,18 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, Supervised, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message,
+    ResponseActFuture, Supervised, WrapFuture,
+};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use super::process::{self, ProcessError};
 use super::Shared;
+use super::process::{self, ProcessError};
 use crate::bus::{Consumer, Delivery};
 use crate::providers::ProviderKind;
-use crate::telemetry::{emit, ActorRestarted, DeadLetterReason};
+use crate::telemetry::{ActorRestarted, DeadLetterReason, emit};
 
 /// Pause before a failed consumer is re-created.
 const CONSUMER_RESTART_PAUSE: Duration = Duration::from_secs(1);
@@ -58,8 +61,19 @@ pub struct ProviderWorker {
 }
 
 impl ProviderWorker {
-    pub fn new(provider: ProviderKind, shared: Arc<Shared>, done_tx: mpsc::Sender<ProviderKind>) -> Self {
-        ProviderWorker { provider, shared, done_tx, consumer: None, in_flight: None, last_failure: "unknown" }
+    pub fn new(
+        provider: ProviderKind,
+        shared: Arc<Shared>,
+        done_tx: mpsc::Sender<ProviderKind>,
+    ) -> Self {
+        ProviderWorker {
+            provider,
+            shared,
+            done_tx,
+            consumer: None,
+            in_flight: None,
+            last_failure: "unknown",
+        }
     }
 }
 
@@ -73,7 +87,10 @@ impl Actor for ProviderWorker {
 
 impl Supervised for ProviderWorker {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        emit(ActorRestarted { provider: self.provider, reason: self.last_failure });
+        emit(ActorRestarted {
+            provider: self.provider,
+            reason: self.last_failure,
+        });
     }
 }
 
@@ -98,7 +115,12 @@ impl Handler<Pump> for ProviderWorker {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Pump, _ctx: &mut Self::Context) -> Self::Result {
-        let step = run_step(self.shared.clone(), self.provider, self.consumer.take(), self.in_flight.take());
+        let step = run_step(
+            self.shared.clone(),
+            self.provider,
+            self.consumer.take(),
+            self.in_flight.take(),
+        );
         Box::pin(step.into_actor(self).map(|step, actor, ctx| match step {
             Step::Done(consumer) => {
                 actor.consumer = Some(consumer);
@@ -106,7 +128,8 @@ impl Handler<Pump> for ProviderWorker {
             }
             Step::Transient(consumer, in_flight) => {
                 let base = Duration::from_millis(actor.shared.config.processing.retry_pause_ms);
-                let pause = process::retry_pause(base, in_flight.transient_failures, MAX_RETRY_PAUSE);
+                let pause =
+                    process::retry_pause(base, in_flight.transient_failures, MAX_RETRY_PAUSE);
                 actor.consumer = Some(consumer);
                 actor.in_flight = Some(in_flight);
                 ctx.notify_later(Pump, pause);
@@ -130,7 +153,12 @@ impl Handler<Pump> for ProviderWorker {
             Step::Stopped => {
                 let done_tx = actor.done_tx.clone();
                 let provider = actor.provider;
-                ctx.spawn(async move { let _ = done_tx.send(provider).await; }.into_actor(actor));
+                ctx.spawn(
+                    async move {
+                        let _ = done_tx.send(provider).await;
+                    }
+                    .into_actor(actor),
+                );
             }
         }))
     }
@@ -147,7 +175,11 @@ async fn run_step(
         Some(consumer) => consumer,
         None => {
             let topic = shared.config.bus.webhook_topic(provider);
-            match shared.bus.consumer(&shared.config.bus.consumer_group, &topic).await {
+            match shared
+                .bus
+                .consumer(&shared.config.bus.consumer_group, &topic)
+                .await
+            {
                 Ok(consumer) => consumer,
                 Err(error) => return Step::ConsumerFailed(error.to_string()),
             }
@@ -169,14 +201,28 @@ async fn run_step(
     handle_event(&shared, provider, consumer, in_flight).await
 }
 
-async fn handle_event(shared: &Shared, provider: ProviderKind, consumer: Consumer, mut in_flight: InFlight) -> Step {
+async fn handle_event(
+    shared: &Shared,
+    provider: ProviderKind,
+    consumer: Consumer,
+    mut in_flight: InFlight,
+) -> Step {
     let delivery = &in_flight.delivery;
     if in_flight.panics >= shared.config.processing.max_attempts {
         let detail = format!("processing panicked {} times", in_flight.panics);
-        return dead_letter_and_commit(shared, provider, consumer, in_flight, DeadLetterReason::AttemptsExhausted, &detail)
-            .await;
+        return dead_letter_and_commit(
+            shared,
+            provider,
+            consumer,
+            in_flight,
+            DeadLetterReason::AttemptsExhausted,
+            &detail,
+        )
+        .await;
     }
-    let result = AssertUnwindSafe(process::process(shared, provider, delivery)).catch_unwind().await;
+    let result = AssertUnwindSafe(process::process(shared, provider, delivery))
+        .catch_unwind()
+        .await;
     match result {
         Err(_panic) => {
             tracing::error!(provider = %provider, offset = delivery.offset, "event processing panicked; restarting the actor");
@@ -185,7 +231,10 @@ async fn handle_event(shared: &Shared, provider: ProviderKind, consumer: Consume
         }
         Ok(Ok(_outcome)) => commit(consumer, in_flight).await,
         Ok(Err(ProcessError::Transient(reason))) => {
-            if in_flight.transient_failures % LOG_EVERY_NTH_FAILURE == 0 {
+            if in_flight
+                .transient_failures
+                .is_multiple_of(LOG_EVERY_NTH_FAILURE)
+            {
                 tracing::warn!(
                     provider = %provider,
                     offset = delivery.offset,

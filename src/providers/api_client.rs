@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{IntegrationConfig, ProcessingConfig};
 use crate::providers::ProviderKind;
-use crate::telemetry::{emit, ProviderApiCall, ProviderApiRetry};
+use crate::telemetry::{ProviderApiCall, ProviderApiRetry, emit};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -40,7 +40,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn transient(reason: impl Into<String>) -> Self {
-        ApiError::Transient { reason: reason.into(), retry_after: None }
+        ApiError::Transient {
+            reason: reason.into(),
+            retry_after: None,
+        }
     }
 
     pub fn permanent(reason: impl Into<String>) -> Self {
@@ -107,7 +110,8 @@ impl ApiClient {
         let mut pem = std::fs::read(cert)
             .map_err(|e| ApiError::permanent(format!("reading client certificate: {e}")))?;
         pem.extend(
-            std::fs::read(key).map_err(|e| ApiError::permanent(format!("reading client key: {e}")))?,
+            std::fs::read(key)
+                .map_err(|e| ApiError::permanent(format!("reading client key: {e}")))?,
         );
         let identity = reqwest::Identity::from_pem(&pem)
             .map_err(|e| ApiError::permanent(format!("client certificate: {e}")))?;
@@ -167,7 +171,12 @@ impl ApiClient {
         let started = Instant::now();
         let result = request.send().await;
         let status = result.as_ref().ok().map(|r| r.status());
-        emit(ProviderApiCall { provider, endpoint, status, elapsed: started.elapsed() });
+        emit(ProviderApiCall {
+            provider,
+            endpoint,
+            status,
+            elapsed: started.elapsed(),
+        });
         let response = result.map_err(|e| ApiError::transient(describe_reqwest(&e)))?;
         classify(response)
     }
@@ -180,17 +189,24 @@ impl ApiClient {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(String, Duration), ApiError>>,
     {
-        if let Some(cached) = self.tokens.lock().expect("token cache poisoned").get(cache_key)
+        if let Some(cached) = self
+            .tokens
+            .lock()
+            .expect("token cache poisoned")
+            .get(cache_key)
             && cached.refresh_at > Instant::now()
         {
             return Ok(cached.token.clone());
         }
         let (token, lifetime) = fetch().await?;
         let refresh_at = Instant::now() + lifetime.saturating_sub(Duration::from_secs(60));
-        self.tokens
-            .lock()
-            .expect("token cache poisoned")
-            .insert(cache_key.to_string(), CachedToken { token: token.clone(), refresh_at });
+        self.tokens.lock().expect("token cache poisoned").insert(
+            cache_key.to_string(),
+            CachedToken {
+                token: token.clone(),
+                refresh_at,
+            },
+        );
         Ok(token)
     }
 }
@@ -207,7 +223,9 @@ fn build_http(
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
-    builder.build().map_err(|e| ApiError::permanent(format!("building HTTP client: {e}")))
+    builder
+        .build()
+        .map_err(|e| ApiError::permanent(format!("building HTTP client: {e}")))
 }
 
 /// Sorts an answer into success, retry-later, not-found and give-up.
@@ -223,9 +241,10 @@ fn classify(response: Response) -> Result<Response, ApiError> {
             retry_after: retry_after(&response),
         }),
         StatusCode::REQUEST_TIMEOUT => Err(ApiError::transient("request timeout (408)")),
-        status if status.is_server_error() => {
-            Err(ApiError::Transient { reason: format!("status {status}"), retry_after: retry_after(&response) })
-        }
+        status if status.is_server_error() => Err(ApiError::Transient {
+            reason: format!("status {status}"),
+            retry_after: retry_after(&response),
+        }),
         status => Err(ApiError::permanent(format!("status {status}"))),
     }
 }

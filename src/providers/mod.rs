@@ -284,7 +284,10 @@ pub fn envelope_info(
 }
 
 /// Decodes a delivery read back from the bus.
-pub fn decode(provider: ProviderKind, delivery: &RawDelivery<'_>) -> Result<DecodedEvent, DecodeError> {
+pub fn decode(
+    provider: ProviderKind,
+    delivery: &RawDelivery<'_>,
+) -> Result<DecodedEvent, DecodeError> {
     match provider {
         ProviderKind::Square => square::decode::decode(delivery),
         ProviderKind::Stripe => stripe::decode::decode(delivery),

@@ -111,16 +111,28 @@ impl SandboxState {
 
     pub fn insert(&self, purchase: Purchase) {
         let key = (purchase.provider, purchase.transaction_ref.clone());
-        self.purchases.write().expect("sandbox lock").insert(key, purchase);
+        self.purchases
+            .write()
+            .expect("sandbox lock")
+            .insert(key, purchase);
     }
 
     pub fn get(&self, provider: ProviderKind, transaction_ref: &str) -> Option<Purchase> {
         let key = (provider, transaction_ref.to_string());
-        self.purchases.read().expect("sandbox lock").get(&key).cloned()
+        self.purchases
+            .read()
+            .expect("sandbox lock")
+            .get(&key)
+            .cloned()
     }
 
     /// Changes a stored purchase in place (a later state, a refund).
-    pub fn update(&self, provider: ProviderKind, transaction_ref: &str, change: impl FnOnce(&mut Purchase)) {
+    pub fn update(
+        &self,
+        provider: ProviderKind,
+        transaction_ref: &str,
+        change: impl FnOnce(&mut Purchase),
+    ) {
         let key = (provider, transaction_ref.to_string());
         if let Some(purchase) = self.purchases.write().expect("sandbox lock").get_mut(&key) {
             change(purchase);
@@ -138,7 +150,12 @@ impl SandboxState {
     /// How many times kvitto looked a purchase up.
     pub fn lookups_of(&self, provider: ProviderKind, transaction_ref: &str) -> u32 {
         let key = (provider, transaction_ref.to_string());
-        self.lookups.lock().expect("sandbox lock").get(&key).copied().unwrap_or(0)
+        self.lookups
+            .lock()
+            .expect("sandbox lock")
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Purchases that kvitto has looked up at least once.
@@ -148,7 +165,11 @@ impl SandboxState {
 
     /// The integration whose API credential is `token`, for routes that
     /// check credentials like the real API does.
-    pub fn integration_with_token(&self, provider: ProviderKind, token: &str) -> Option<&IntegrationConfig> {
+    pub fn integration_with_token(
+        &self,
+        provider: ProviderKind,
+        token: &str,
+    ) -> Option<&IntegrationConfig> {
         self.config
             .integrations
             .iter()
@@ -159,8 +180,18 @@ impl SandboxState {
     /// for the provider, else the purchase or its absence.
     pub async fn lookup(&self, provider: ProviderKind, transaction_ref: &str) -> Lookup {
         let key = (provider, transaction_ref.to_string());
-        *self.lookups.lock().expect("sandbox lock").entry(key).or_default() += 1;
-        let fault = self.faults.read().expect("sandbox lock").get(&provider).copied();
+        *self
+            .lookups
+            .lock()
+            .expect("sandbox lock")
+            .entry(key)
+            .or_default() += 1;
+        let fault = self
+            .faults
+            .read()
+            .expect("sandbox lock")
+            .get(&provider)
+            .copied();
         match fault {
             Some(Fault::ServerError) => {
                 return Lookup::Respond(HttpResponse::InternalServerError().finish());

@@ -59,7 +59,7 @@ pub struct SeenEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     /// The transaction was created or changed; publish this revision.
-    Changed(Transaction),
+    Changed(Box<Transaction>),
     /// The event was recorded but changed nothing (same facts, or older
     /// than the stored state).
     Unchanged { transaction_id: String, stale: bool },
@@ -138,7 +138,11 @@ impl Store {
 
     /// Records an event that has no effect on any transaction (ignored
     /// types). Returns false when it was recorded before.
-    pub async fn record_without_effect(&self, event: &EventRef<'_>, outcome: &str) -> Result<bool, StoreError> {
+    pub async fn record_without_effect(
+        &self,
+        event: &EventRef<'_>,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted = insert_processed(&mut tx, event, None, outcome, true).await?;
         tx.commit().await?;
@@ -175,8 +179,12 @@ impl Store {
     ) -> Result<Option<Applied>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = candidate.id.to_string();
-        let stored = fetch_transaction(&mut *tx, &id).await?;
-        let outcome = if candidate.verdict == crate::canonical::Verdict::Verified { "verified" } else { "rejected" };
+        let stored = fetch_transaction(&mut tx, &id).await?;
+        let outcome = if candidate.verdict == crate::canonical::Verdict::Verified {
+            "verified"
+        } else {
+            "rejected"
+        };
         let Some(stored) = stored else {
             let mut fresh = candidate.clone();
             fresh.revision = 1;
@@ -184,11 +192,11 @@ impl Store {
             if !insert_processed(&mut tx, event, Some(&id), outcome, false).await? {
                 return Ok(Some(Applied::Duplicate));
             }
-            if !rows::insert_transaction(&mut *tx, &fresh).await? {
+            if !rows::insert_transaction(&mut tx, &fresh).await? {
                 return Ok(None);
             }
             tx.commit().await?;
-            return Ok(Some(Applied::Changed(fresh)));
+            return Ok(Some(Applied::Changed(Box::new(fresh))));
         };
 
         if !replace_if(&stored) || same_facts(&stored, candidate) {
@@ -198,22 +206,26 @@ impl Store {
                 return Ok(Some(Applied::Duplicate));
             }
             tx.commit().await?;
-            return Ok(Some(Applied::Unchanged { transaction_id: id, stale }));
+            return Ok(Some(Applied::Unchanged {
+                transaction_id: id,
+                stale,
+            }));
         }
 
         let mut next = candidate.clone();
         next.revision = stored.revision + 1;
         next.source_event_ids = stored.source_event_ids.clone();
-        next.source_event_ids.push(event.provider_event_id.to_string());
+        next.source_event_ids
+            .push(event.provider_event_id.to_string());
         next.source_version = next.source_version.max(stored.source_version);
         if !insert_processed(&mut tx, event, Some(&id), outcome, false).await? {
             return Ok(Some(Applied::Duplicate));
         }
-        if !rows::update_transaction(&mut *tx, &next, stored.revision).await? {
+        if !rows::update_transaction(&mut tx, &next, stored.revision).await? {
             return Ok(None);
         }
         tx.commit().await?;
-        Ok(Some(Applied::Changed(next)))
+        Ok(Some(Applied::Changed(Box::new(next))))
     }
 
     /// Notes that the event's resulting transaction event is on the output
@@ -233,7 +245,7 @@ impl Store {
 
     pub async fn transaction(&self, id: &str) -> Result<Option<Transaction>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        fetch_transaction(&mut *conn, id).await
+        fetch_transaction(&mut conn, id).await
     }
 
     /// The most recently changed transactions, newest first.
@@ -249,7 +261,9 @@ impl Store {
     }
 
     pub async fn count_transactions(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM transactions").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM transactions")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<i64, _>("n")?)
     }
 }
@@ -285,10 +299,13 @@ async fn fetch_transaction(
     conn: &mut sqlx::AnyConnection,
     id: &str,
 ) -> Result<Option<Transaction>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {} FROM transactions WHERE id = $1", rows::TRANSACTION_COLUMNS))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {} FROM transactions WHERE id = $1",
+        rows::TRANSACTION_COLUMNS
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.as_ref().map(rows::transaction_from_row).transpose()
 }
 
@@ -311,11 +328,17 @@ pub fn format_time(instant: DateTime<Utc>) -> String {
 
 /// Adds `mode=rwc` to SQLite URLs and creates the file's folder.
 fn prepare_url(url: &str) -> Result<String, StoreError> {
-    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
         return Ok(url.to_string());
     };
     let path = rest.split('?').next().unwrap_or(rest);
-    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent)
             .map_err(|e| StoreError::Corrupt(format!("creating {}: {e}", parent.display())))?;
     }

@@ -1,11 +1,11 @@
 //! Mapping between [`Transaction`] and its row.
 
 use chrono::{DateTime, Utc};
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use super::{format_time, StoreError};
+use super::{StoreError, format_time};
 use crate::canonical::{PaymentState, Transaction, Verdict, VerificationMode};
 
 pub const TRANSACTION_COLUMNS: &str = "id, provider, integration_id, business_id, location_id, \
@@ -95,7 +95,9 @@ pub fn transaction_from_row(row: &AnyRow) -> Result<Transaction, StoreError> {
     let state = text("state")?;
     Ok(Transaction {
         id: Uuid::parse_str(&id).map_err(|_| corrupt("id", &id))?,
-        provider: provider.parse().map_err(|_| corrupt("provider", &provider))?,
+        provider: provider
+            .parse()
+            .map_err(|_| corrupt("provider", &provider))?,
         integration_id: text("integration_id")?,
         business_id: text("business_id")?,
         location_id: text("location_id")?,

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const WEBHOOKS_RECEIVED: &str = "kvitto_webhooks_received_total";
@@ -31,8 +31,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// Buckets for end-to-end latency, which includes provider API calls and
 /// retries: 5 ms to 5 min.
-const END_TO_END_BUCKETS: &[f64] =
-    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+const END_TO_END_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -42,8 +43,13 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(END_TO_END_SECONDS.into()), END_TO_END_BUCKETS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS))
+                .set_buckets_for_metric(
+                    Matcher::Full(END_TO_END_SECONDS.into()),
+                    END_TO_END_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                })
                 .expect("bucket lists are non-empty")
                 .install_recorder()
                 .expect("metrics recorder installed once");
@@ -55,29 +61,65 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe_all() {
-    describe_counter!(WEBHOOKS_RECEIVED, "Webhook requests answered, by provider and outcome.");
+    describe_counter!(
+        WEBHOOKS_RECEIVED,
+        "Webhook requests answered, by provider and outcome."
+    );
     describe_histogram!(
         WEBHOOK_ACK_SECONDS,
         Unit::Seconds,
         "Time from request to answer on the webhook listener, including the durable bus write."
     );
-    describe_counter!(EVENTS_PROCESSED, "Bus events processed, by provider and outcome.");
-    describe_histogram!(STAGE_SECONDS, Unit::Seconds, "Time spent in each processing stage.");
+    describe_counter!(
+        EVENTS_PROCESSED,
+        "Bus events processed, by provider and outcome."
+    );
+    describe_histogram!(
+        STAGE_SECONDS,
+        Unit::Seconds,
+        "Time spent in each processing stage."
+    );
     describe_histogram!(
         END_TO_END_SECONDS,
         Unit::Seconds,
         "Time from webhook acceptance to the transaction being stored and published."
     );
-    describe_counter!(DEADLETTER, "Events sent to the dead-letter topic, by provider and reason.");
-    describe_counter!(ACTOR_RESTARTS, "Processing actor restarts by their supervisor, by reason.");
+    describe_counter!(
+        DEADLETTER,
+        "Events sent to the dead-letter topic, by provider and reason."
+    );
+    describe_counter!(
+        ACTOR_RESTARTS,
+        "Processing actor restarts by their supervisor, by reason."
+    );
     describe_counter!(
         VERIFICATION_MISMATCHES,
         "Transactions whose webhook disagreed with the provider API, by reason."
     );
-    describe_counter!(PROVIDER_API_REQUESTS, "Provider API calls, by endpoint and status class.");
-    describe_histogram!(PROVIDER_API_SECONDS, Unit::Seconds, "Provider API call latency.");
-    describe_counter!(PROVIDER_API_RETRIES, "Provider API calls retried after a transient failure.");
-    describe_counter!(BUS_PUBLISH, "Messages written to the bus, by topic kind and outcome.");
-    describe_histogram!(BUS_PUBLISH_SECONDS, Unit::Seconds, "Time for the bus to confirm a write.");
-    describe_gauge!(BUILD_INFO, "Always 1; the version label says which build is running.");
+    describe_counter!(
+        PROVIDER_API_REQUESTS,
+        "Provider API calls, by endpoint and status class."
+    );
+    describe_histogram!(
+        PROVIDER_API_SECONDS,
+        Unit::Seconds,
+        "Provider API call latency."
+    );
+    describe_counter!(
+        PROVIDER_API_RETRIES,
+        "Provider API calls retried after a transient failure."
+    );
+    describe_counter!(
+        BUS_PUBLISH,
+        "Messages written to the bus, by topic kind and outcome."
+    );
+    describe_histogram!(
+        BUS_PUBLISH_SECONDS,
+        Unit::Seconds,
+        "Time for the bus to confirm a write."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which build is running."
+    );
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use metrics::{counter, histogram};
 use reqwest::StatusCode;
 
-use super::catalog::*;
 use super::Event;
+use super::catalog::*;
 use crate::providers::ProviderKind;
 
 /// How the webhook listener answered.
@@ -279,6 +279,7 @@ impl Event for BusPublished {
     fn emit(self) {
         let outcome = if self.ok { "ok" } else { "error" };
         counter!(BUS_PUBLISH, "topic" => self.topic.as_str(), "outcome" => outcome).increment(1);
-        histogram!(BUS_PUBLISH_SECONDS, "topic" => self.topic.as_str()).record(self.elapsed.as_secs_f64());
+        histogram!(BUS_PUBLISH_SECONDS, "topic" => self.topic.as_str())
+            .record(self.elapsed.as_secs_f64());
     }
 }

@@ -8,14 +8,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvitto::sandbox::send::{self, SendOptions};
 use kvitto::sandbox::SandboxState;
+use kvitto::sandbox::send::{self, SendOptions};
 use serde_json::Value;
 
-use crate::support::{eventually, Runtime, TestEnv};
+use crate::support::{Runtime, TestEnv, eventually};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_kvitto(config_path: &std::path::Path) -> Child {
@@ -32,18 +36,26 @@ fn spawn_kvitto(config_path: &std::path::Path) -> Child {
 
 async fn wait_ready(http: &reqwest::Client, admin: &str) {
     eventually("kvitto ready", || async {
-        let response = http.get(format!("http://{admin}/readyz")).send().await.ok()?;
+        let response = http
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .ok()?;
         response.status().is_success().then_some(())
     })
     .await;
 }
 
 async fn kill_nine_mid_stream_loses_nothing_and_doubles_nothing(runtime: Runtime) {
-    let Some(mut env) = TestEnv::new(runtime).await else { return };
+    let Some(mut env) = TestEnv::new(runtime).await else {
+        return;
+    };
     env.config.server.webhook_listen = format!("127.0.0.1:{}", free_port());
     env.config.server.admin_listen = format!("127.0.0.1:{}", free_port());
     let sandbox = Arc::new(SandboxState::new(env.config.clone()));
-    let (_handle, sandbox_addr) = kvitto::sandbox::server::start(sandbox.clone(), "127.0.0.1:0").await.unwrap();
+    let (_handle, sandbox_addr) = kvitto::sandbox::server::start(sandbox.clone(), "127.0.0.1:0")
+        .await
+        .unwrap();
     env.use_sandbox(sandbox_addr);
     let config_path = env.dir.path().join("kvitto.toml");
     std::fs::write(&config_path, toml::to_string(&env.config).unwrap()).unwrap();
@@ -54,7 +66,13 @@ async fn kill_nine_mid_stream_loses_nothing_and_doubles_nothing(runtime: Runtime
     wait_ready(&http, &admin).await;
 
     let options_count = 400;
-    let options = SendOptions { count: options_count, rate_per_sec: 400.0, concurrency: 8, seed: 7, ..SendOptions::default() };
+    let options = SendOptions {
+        count: options_count,
+        rate_per_sec: 400.0,
+        concurrency: 8,
+        seed: 7,
+        ..SendOptions::default()
+    };
     let target = format!("http://{}", env.config.server.webhook_listen);
     let sending = {
         let sandbox = sandbox.clone();
@@ -71,7 +89,9 @@ async fn kill_nine_mid_stream_loses_nothing_and_doubles_nothing(runtime: Runtime
     let acknowledged = report.purchases.len() as i64;
     assert!(acknowledged > 0, "{report}");
 
-    let store = kvitto::store::Store::connect(&env.config.database).await.unwrap();
+    let store = kvitto::store::Store::connect(&env.config.database)
+        .await
+        .unwrap();
     let waited = tokio::time::timeout(crate::support::WAIT, async {
         while store.count_transactions().await.unwrap() < acknowledged {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -79,34 +99,56 @@ async fn kill_nine_mid_stream_loses_nothing_and_doubles_nothing(runtime: Runtime
     })
     .await;
     let stored = store.count_transactions().await.unwrap();
-    assert!(waited.is_ok(), "only {stored} of {acknowledged} acknowledged purchases processed");
+    assert!(
+        waited.is_ok(),
+        "only {stored} of {acknowledged} acknowledged purchases processed"
+    );
     // A webhook made durable just before the kill may have lost its 200 on
     // the way out; it is processed too, as the provider's retry would be.
-    assert!(stored <= options_count as i64, "{stored} transactions from {options_count} purchases");
+    assert!(
+        stored <= options_count as i64,
+        "{stored} transactions from {options_count} purchases"
+    );
     for purchase in &report.purchases {
-        let id = kvitto::canonical::transaction_id(purchase.provider, &purchase.integration_id, &purchase.transaction_ref);
+        let id = kvitto::canonical::transaction_id(
+            purchase.provider,
+            &purchase.integration_id,
+            &purchase.transaction_ref,
+        );
         let stored = store.transaction(&id.to_string()).await.unwrap();
         assert!(stored.is_some(), "acknowledged purchase lost: {purchase:?}");
     }
     // A bus reader of the output topic: the same event id never carries
     // two different contents, and every stored transaction is published
     // (the last ones may still be on their way when the rows are counted).
-    let bus = kvitto::bus::Bus::connect(&env.config.bus, &[]).await.unwrap();
+    let bus = kvitto::bus::Bus::connect(&env.config.bus, &[])
+        .await
+        .unwrap();
     let topic = env.config.bus.transactions_topic();
     let seen = eventually("every stored transaction published", || async {
-        let deliveries = bus.read_all(&topic, 100_000, Duration::from_secs(10)).await.unwrap();
+        let deliveries = bus
+            .read_all(&topic, 100_000, Duration::from_secs(10))
+            .await
+            .unwrap();
         let mut seen: HashMap<String, Value> = HashMap::new();
         for delivery in deliveries {
             let event: Value = serde_json::from_slice(&delivery.message.payload).unwrap();
             let id = event["id"].as_str().unwrap().to_string();
             if let Some(earlier) = seen.insert(id.clone(), event.clone()) {
-                assert_eq!(earlier, event, "event {id} published twice with different content");
+                assert_eq!(
+                    earlier, event,
+                    "event {id} published twice with different content"
+                );
             }
         }
         (seen.len() as i64 >= stored).then_some(seen)
     })
     .await;
-    assert_eq!(seen.len() as i64, stored, "one event per stored transaction");
+    assert_eq!(
+        seen.len() as i64,
+        stored,
+        "one event per stored transaction"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -4,5 +4,6 @@
 mod bus;
 mod crash;
 mod ingress;
+mod outage;
 mod pipeline;
 mod support;

@@ -36,7 +36,9 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub fn env_or_skip(name: &str) -> Option<String> {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var_os("CI").is_some() => panic!("{name} must be set in CI (scripts/test sets it)"),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{name} must be set in CI (scripts/test sets it)")
+        }
         _ => {
             eprintln!("skipping: {name} is not set (run scripts/test)");
             None
@@ -86,7 +88,12 @@ impl TestEnv {
                 config.bus.partitions = 3;
             }
         }
-        Some(TestEnv { config, dir, runtime, database })
+        Some(TestEnv {
+            config,
+            dir,
+            runtime,
+            database,
+        })
     }
 
     /// Points every integration's API at a sandbox on `addr`.
@@ -110,10 +117,17 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn create(base_url: &str, suffix: &str) -> TestDatabase {
         let name = format!("kvitto_test_{suffix}");
-        let mut admin = sqlx::PgConnection::connect(base_url).await.expect("connecting to PostgreSQL");
-        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("creating test database");
+        let mut admin = sqlx::PgConnection::connect(base_url)
+            .await
+            .expect("connecting to PostgreSQL");
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("creating test database");
         let (prefix, _) = base_url.rsplit_once('/').expect("database URL has a path");
-        TestDatabase { url: format!("{prefix}/{name}") }
+        TestDatabase {
+            url: format!("{prefix}/{name}"),
+        }
     }
 }
 
@@ -134,10 +148,18 @@ impl Harness {
         tweak(&mut env.config);
         let sandbox = Arc::new(SandboxState::new(env.config.clone()));
         let (_handle, sandbox_addr) =
-            kvitto::sandbox::server::start(sandbox.clone(), "127.0.0.1:0").await.expect("sandbox starts");
+            kvitto::sandbox::server::start(sandbox.clone(), "127.0.0.1:0")
+                .await
+                .expect("sandbox starts");
         env.use_sandbox(sandbox_addr);
         let kvitto = app::start(env.config.clone()).await.expect("kvitto starts");
-        Some(Harness { env, kvitto, sandbox, sandbox_addr, http: reqwest::Client::new() })
+        Some(Harness {
+            env,
+            kvitto,
+            sandbox,
+            sandbox_addr,
+            http: reqwest::Client::new(),
+        })
     }
 
     pub fn webhook_url(&self, path_and_query: &str) -> String {
@@ -145,7 +167,12 @@ impl Harness {
     }
 
     pub fn integration(&self, provider: ProviderKind) -> &kvitto::config::IntegrationConfig {
-        self.env.config.integrations.iter().find(|i| i.provider == provider).expect("demo integration")
+        self.env
+            .config
+            .integrations
+            .iter()
+            .find(|i| i.provider == provider)
+            .expect("demo integration")
     }
 
     /// A new purchase for the provider's demo integration, known to the
@@ -153,7 +180,11 @@ impl Harness {
     pub fn purchase(&self, provider: ProviderKind, seed: u64) -> Purchase {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let purchase = kvitto::sandbox::generate::purchase(&mut rng, self.integration(provider), chrono::Utc::now());
+        let purchase = kvitto::sandbox::generate::purchase(
+            &mut rng,
+            self.integration(provider),
+            chrono::Utc::now(),
+        );
         self.sandbox.insert(purchase.clone());
         purchase
     }
@@ -165,7 +196,10 @@ impl Harness {
 
     /// Posts a webhook and returns the status code.
     pub async fn send(&self, webhook: &SandboxWebhook) -> reqwest::StatusCode {
-        let mut request = self.http.post(self.webhook_url(&webhook.path_and_query)).body(webhook.body.clone());
+        let mut request = self
+            .http
+            .post(self.webhook_url(&webhook.path_and_query))
+            .body(webhook.body.clone());
         for (name, value) in &webhook.headers {
             request = request.header(name, value);
         }
@@ -174,7 +208,14 @@ impl Harness {
 
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.kvitto.admin_addr);
-        self.http.get(url).send().await.expect("admin answers").text().await.expect("metrics text")
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("admin answers")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     pub async fn transaction_count(&self) -> i64 {
@@ -185,13 +226,20 @@ impl Harness {
     pub async fn processed_count(&self, condition: &str) -> i64 {
         use sqlx::Row;
         let sql = format!("SELECT COUNT(*) AS n FROM processed_events WHERE {condition}");
-        let row = sqlx::query(&sql).fetch_one(self.kvitto.store.pool()).await.expect("query");
+        let row = sqlx::query(&sql)
+            .fetch_one(self.kvitto.store.pool())
+            .await
+            .expect("query");
         row.try_get::<i64, _>("n").expect("count")
     }
 
     /// Messages on an output topic, read from the beginning.
     pub async fn topic(&self, topic: &str) -> Vec<kvitto::bus::Delivery> {
-        self.kvitto.bus.read_all(topic, 100_000, Duration::from_secs(10)).await.expect("read topic")
+        self.kvitto
+            .bus
+            .read_all(topic, 100_000, Duration::from_secs(10))
+            .await
+            .expect("read topic")
     }
 
     pub async fn shutdown(self) {
@@ -219,7 +267,13 @@ where
 
 /// A generic-POS webhook body for a transaction, as a merchant's POS would
 /// send it, and the headers that sign it with the demo integration.
-pub fn generic_webhook(harness: &Harness, event_id: &str, transaction_id: &str, amount: &str, extra: &str) -> SandboxWebhook {
+pub fn generic_webhook(
+    harness: &Harness,
+    event_id: &str,
+    transaction_id: &str,
+    amount: &str,
+    extra: &str,
+) -> SandboxWebhook {
     let integration = harness.integration(ProviderKind::Generic);
     let body = format!(
         r#"{{"event_id":"{event_id}","type":"transaction.created","transaction_id":"{transaction_id}","amount":"{amount}","currency":"SEK","status":"completed","occurred_at":"2026-03-01T10:15:30Z","line_items":[{{"name":"Kanelbulle","quantity":"1","unit_price":"{amount}"}}]{extra}}}"#
@@ -228,15 +282,31 @@ pub fn generic_webhook(harness: &Harness, event_id: &str, transaction_id: &str, 
 }
 
 /// Signs an arbitrary body with the generic demo integration.
-pub fn signed_generic(integration: &kvitto::config::IntegrationConfig, body: Vec<u8>, event_id: &str) -> SandboxWebhook {
+pub fn signed_generic(
+    integration: &kvitto::config::IntegrationConfig,
+    body: Vec<u8>,
+    event_id: &str,
+) -> SandboxWebhook {
     let timestamp = chrono::Utc::now().timestamp();
     let signature = kvitto::providers::generic::signature::sign(integration, timestamp, &body);
     SandboxWebhook {
         path_and_query: format!("/webhooks/generic/{}", integration.id),
         headers: vec![
             ("content-type".into(), "application/json".into()),
-            (integration.signature_header.clone().expect("generic header"), signature),
-            (integration.timestamp_header.clone().expect("generic timestamp header"), timestamp.to_string()),
+            (
+                integration
+                    .signature_header
+                    .clone()
+                    .expect("generic header"),
+                signature,
+            ),
+            (
+                integration
+                    .timestamp_header
+                    .clone()
+                    .expect("generic timestamp header"),
+                timestamp.to_string(),
+            ),
         ],
         body,
         event_id: event_id.to_string(),
