@@ -61,10 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let api = ApiClient::try_new(&config.processing).context("building the provider API client")?;
 
     let pipeline = Pipeline::start(config.clone(), store.clone(), bus.clone(), api);
-    let ingress_state = Arc::new(IngressState {
-        config: config.clone(),
-        bus: bus.clone(),
-    });
+    let ingress_state = Arc::new(IngressState::new(config.clone(), bus.clone()));
     let (webhook, webhook_server, webhook_addr) = ingress::bind(ingress_state)
         .with_context(|| format!("binding {}", config.server.webhook_listen))?;
     let admin_state = Arc::new(AdminState {

@@ -45,6 +45,13 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How long shutdown waits for in-flight work before exiting.
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send a request's head, and then its
+    /// body; slower clients get 408.
+    pub request_timeout_ms: u64,
+    /// Webhooks being read or written at once; more get 503 with
+    /// Retry-After. Bounds the memory bodies can take to about this many
+    /// times `max_body_bytes`.
+    pub max_inflight_webhooks: usize,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +62,8 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             workers: 0,
             shutdown_timeout_secs: 30,
+            request_timeout_ms: 10_000,
+            max_inflight_webhooks: 256,
         }
     }
 }
@@ -257,6 +266,11 @@ pub struct IntegrationConfig {
     pub timestamp_tolerance_secs: i64,
     #[serde(default = "default_verification")]
     pub verification: VerificationMode,
+    /// The provider's own id of the merchant location this integration
+    /// stands for. When set, a transaction the provider places at another
+    /// location is `rejected` (`location_mismatch`).
+    #[serde(default)]
+    pub provider_location_id: Option<String>,
     /// Base URL of the provider's API (the sandbox's in the demo config).
     #[serde(default)]
     pub api_base_url: Option<String>,
@@ -389,6 +403,12 @@ impl Config {
             return Err(invalid(
                 "database.url",
                 "must start with sqlite: or postgres://",
+            ));
+        }
+        if self.server.max_inflight_webhooks == 0 {
+            return Err(invalid(
+                "server.max_inflight_webhooks",
+                "must be at least 1",
             ));
         }
         if self.server.max_body_bytes == 0 {

@@ -29,6 +29,10 @@ pub fn normalize_currency(code: &str) -> Result<String, MoneyError> {
         .ok_or_else(|| MoneyError::UnknownCurrency(code.to_string()))
 }
 
+/// Longer amount texts are refused before parsing: i64 minor units never
+/// need more (19 digits, a sign, a point and trailing zeros to spare).
+const MAX_AMOUNT_CHARS: usize = 40;
+
 /// Digits after the decimal point in `code` (2 for SEK, 0 for JPY, 3 for KWD).
 pub fn exponent(code: &str) -> Result<u32, MoneyError> {
     let currency = Currency::from_code(&code.trim().to_ascii_uppercase())
@@ -40,9 +44,23 @@ pub fn exponent(code: &str) -> Result<u32, MoneyError> {
 /// Converts a decimal string such as `"149.50"` into minor units.
 pub fn decimal_to_minor(amount: &str, currency: &str) -> Result<i64, MoneyError> {
     let exponent = exponent(currency)?;
-    let plain = is_plain_decimal(amount);
-    if !plain {
+    if !is_plain_decimal(amount) {
         return Err(MoneyError::NotDecimal(amount.to_string()));
+    }
+    // Counted on the text, before parsing: the decimal type rounds past its
+    // 28 digits of precision, which would turn "0.0…01" into 0 unnoticed.
+    let fraction = amount
+        .split_once('.')
+        .map(|(_, f)| f.trim_end_matches('0'))
+        .unwrap_or("");
+    if fraction.len() > exponent as usize {
+        return Err(MoneyError::TooPrecise {
+            amount: amount.to_string(),
+            currency: currency.to_string(),
+        });
+    }
+    if amount.len() > MAX_AMOUNT_CHARS {
+        return Err(MoneyError::OutOfRange(amount.to_string()));
     }
     let value: Decimal = amount
         .parse()
@@ -129,6 +147,22 @@ mod tests {
             decimal_to_minor("1.001", "SEK"),
             Err(MoneyError::TooPrecise { .. })
         ));
+    }
+
+    #[test]
+    fn precision_past_the_decimal_types_digits_is_refused_not_rounded() {
+        for amount in [
+            "149.4999999999999999999999999999999",
+            "0.00000000000000000000000000000001",
+        ] {
+            assert!(
+                matches!(
+                    decimal_to_minor(amount, "SEK"),
+                    Err(MoneyError::TooPrecise { .. })
+                ),
+                "{amount} was accepted"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub enum IngressError {
     TooLarge { max_body_bytes: usize },
     #[error("event could not be stored durably; retry later")]
     Unavailable,
+    #[error("too many webhooks in flight; retry later")]
+    Overloaded,
+    #[error("request body not received in time")]
+    Timeout,
 }
 
 impl IngressError {
@@ -41,6 +45,8 @@ impl IngressError {
             IngressError::Malformed(_) => IngressOutcome::Malformed,
             IngressError::TooLarge { .. } => IngressOutcome::TooLarge,
             IngressError::Unavailable => IngressOutcome::Unavailable,
+            IngressError::Overloaded => IngressOutcome::Overloaded,
+            IngressError::Timeout => IngressOutcome::Timeout,
         }
     }
 
@@ -53,6 +59,8 @@ impl IngressError {
             IngressError::Malformed(_) => "malformed",
             IngressError::TooLarge { .. } => "too_large",
             IngressError::Unavailable => "unavailable",
+            IngressError::Overloaded => "overloaded",
+            IngressError::Timeout => "timeout",
         }
     }
 }
@@ -72,17 +80,20 @@ impl ResponseError for IngressError {
             | IngressError::StaleTimestamp => StatusCode::UNAUTHORIZED,
             IngressError::Malformed(_) => StatusCode::BAD_REQUEST,
             IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngressError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::Unavailable | IngressError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::Timeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, IngressError::Unavailable) {
+        if matches!(self, IngressError::Unavailable | IngressError::Overloaded) {
             response.insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()));
         }
-        // Malformed messages come from decode errors, which describe the
-        // shape of the body ("payload is not JSON"), never its content.
+        // Malformed messages come from decode errors: they describe the
+        // body's shape and may quote a fragment of the sender's own body
+        // (serde's "invalid type: string \"1\""), never a secret or
+        // anything of kvitto's.
         response.json(ErrorBody {
             error: self.code(),
             message: self.to_string(),

@@ -22,6 +22,9 @@ use crate::telemetry::{BusPublished, IngressOutcome, TopicKind, WebhookAnswered,
 /// Namespace of kvitto event ids (UUID v5 of provider, integration and the
 /// provider's event id), so every delivery of one provider event carries
 /// the same kvitto id.
+/// The most memory reserved for a body before its bytes arrive.
+const INITIAL_BODY_CAPACITY_BYTES: usize = 64 * 1024;
+
 const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6b76_6974_746f_4000_8000_6576_656e_7473);
 
 pub async fn receive(
@@ -56,7 +59,18 @@ async fn accept(
     let integration = provider
         .and_then(|provider| state.config.integration(provider, integration_id))
         .ok_or(IngressError::UnknownIntegration)?;
-    let body = read_body(request, payload, state.config.server.max_body_bytes).await?;
+    // Held until the answer: bounds the bodies in memory at once.
+    let _permit = state
+        .inflight
+        .try_acquire()
+        .map_err(|_| IngressError::Overloaded)?;
+    let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
+    let body = tokio::time::timeout(
+        timeout,
+        read_body(request, payload, state.config.server.max_body_bytes),
+    )
+    .await
+    .map_err(|_| IngressError::Timeout)??;
     let webhook = WebhookRequest {
         headers: request.headers(),
         body: &body,
@@ -121,7 +135,9 @@ async fn read_body(
     if declared.is_some_and(|length| length > max_body_bytes) {
         return Err(too_large);
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(max_body_bytes));
+    // Grown as bytes arrive, not reserved from the declared length, which a
+    // client can state and never send.
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(INITIAL_BODY_CAPACITY_BYTES));
     while let Some(chunk) = payload.next().await {
         let chunk =
             chunk.map_err(|_| IngressError::Malformed("request body could not be read".into()))?;

@@ -21,6 +21,19 @@ use crate::config::Config;
 pub struct IngressState {
     pub config: Config,
     pub bus: Bus,
+    /// One permit per webhook being read or written.
+    pub inflight: tokio::sync::Semaphore,
+}
+
+impl IngressState {
+    pub fn new(config: Config, bus: Bus) -> Self {
+        let inflight = tokio::sync::Semaphore::new(config.server.max_inflight_webhooks);
+        IngressState {
+            config,
+            bus,
+            inflight,
+        }
+    }
 }
 
 /// Binds the webhook listener and returns the server (to be awaited or
@@ -36,6 +49,7 @@ pub fn bind(
         n => n,
     };
     let shutdown_secs = state.config.server.shutdown_timeout_secs;
+    let request_timeout = std::time::Duration::from_millis(state.config.server.request_timeout_ms);
     let data = web::Data::from(state);
     let server = HttpServer::new(move || {
         App::new().app_data(data.clone()).route(
@@ -44,6 +58,7 @@ pub fn bind(
         )
     })
     .workers(workers)
+    .client_request_timeout(request_timeout)
     .shutdown_timeout(shutdown_secs)
     .bind(&listen)?;
     let addr = server

@@ -40,7 +40,11 @@ pub enum ProcessError {
 
 impl From<StoreError> for ProcessError {
     fn from(error: StoreError) -> Self {
-        ProcessError::Transient(error.to_string())
+        if error.is_permanent() {
+            permanent(DeadLetterReason::StoreRejected, error.to_string())
+        } else {
+            ProcessError::Transient(error.to_string())
+        }
     }
 }
 
@@ -143,6 +147,7 @@ async fn process_event(
         Err(ProcessError::Transient("fail point".into()))
     });
 
+    check_text("provider event id", &decoded.event_id)?;
     let event = EventRef {
         provider,
         integration_id: &env.integration.id,
@@ -188,16 +193,8 @@ async fn process_event(
 
     let started = Instant::now();
     let candidate = enrich(env.integration, &claim, &decision);
-    let mode = candidate.verification;
-    let applied = shared
-        .store
-        .apply(&event, &candidate, |stored| {
-            // The API's answer is current when it is read, so it always
-            // wins; a signed claim wins only if it is newer than what is
-            // stored, so an older state never overwrites a newer one.
-            mode == VerificationMode::Api || candidate.source_version > stored.source_version
-        })
-        .await?;
+    check_transaction(&candidate)?;
+    let applied = shared.store.apply(&event, &candidate, successor).await?;
     stage(provider, Stage::Store, started);
 
     let outcome = match applied {
@@ -220,6 +217,67 @@ fn verdict_outcome(decision: &Decision) -> ProcessOutcome {
         canonical::Verdict::Verified => ProcessOutcome::Verified,
         canonical::Verdict::Rejected => ProcessOutcome::Rejected,
     }
+}
+
+/// What replaces `stored` when `candidate` arrives; `None` keeps `stored`.
+///
+/// The API's answer is current when it is read, so an `api` candidate always
+/// carries the newest facts; a signed claim wins only if it is newer than
+/// what is stored, so an older state never overwrites a newer one. Once the
+/// provider has confirmed a transaction, a later webhook that disagrees with
+/// the provider does not turn it into `rejected`: the disagreement is
+/// counted, and the stored facts stay the provider's.
+fn successor(stored: &Transaction, candidate: &Transaction) -> Option<Transaction> {
+    let newer = candidate.verification == VerificationMode::Api
+        || candidate.source_version > stored.source_version;
+    if !newer {
+        return None;
+    }
+    let mut next = candidate.clone();
+    if stored.verdict == canonical::Verdict::Verified
+        && next.verdict == canonical::Verdict::Rejected
+    {
+        next.verdict = canonical::Verdict::Verified;
+        next.rejection_reason = None;
+    }
+    Some(next)
+}
+
+/// Refuses text the database cannot hold (PostgreSQL rejects NUL) before it
+/// gets there.
+fn check_text(what: &str, value: &str) -> Result<(), ProcessError> {
+    if value.contains('\0') {
+        return Err(permanent(
+            DeadLetterReason::Undecodable,
+            format!("{what} contains a NUL character"),
+        ));
+    }
+    Ok(())
+}
+
+/// The earliest and latest purchase times kvitto stores: outside them a
+/// timestamp is a provider bug or an attack, and RFC 3339 cannot even write
+/// years past 9999.
+const EARLIEST_YEAR: i32 = 1970;
+const LATEST_YEAR: i32 = 9999;
+
+fn check_transaction(candidate: &Transaction) -> Result<(), ProcessError> {
+    use chrono::Datelike;
+    let year = candidate.occurred_at.year();
+    if !(EARLIEST_YEAR..=LATEST_YEAR).contains(&year) {
+        return Err(permanent(
+            DeadLetterReason::Undecodable,
+            format!("purchase time in year {year} is out of range"),
+        ));
+    }
+    check_text("transaction id", &candidate.provider_transaction_id)?;
+    check_text("currency", &candidate.currency)?;
+    for item in &candidate.line_items {
+        check_text("line item name", &item.name)?;
+        check_text("line item quantity", &item.quantity)?;
+        check_text("line item sku", item.sku.as_deref().unwrap_or(""))?;
+    }
+    Ok(())
 }
 
 /// Verifies a claim: against the provider's API, or on its signature alone
@@ -248,8 +306,22 @@ async fn decide(
         });
     }
     let tolerance = shared.config.processing.amount_tolerance_minor;
+    let location = integration.provider_location_id.as_deref();
     match providers::lookup(&shared.api, integration, &claim.transaction_ref).await {
-        Ok(truth) => Ok(verify::against_truth(claim, &truth, tolerance)),
+        // An unsigned callback is only a hint that something happened:
+        // anyone with the path token could have sent it, so what it says
+        // about amount or state is not held against the provider's answer.
+        Ok(truth) if unsigned => Ok(verify::against_truth(
+            &verify::hint(claim),
+            &truth,
+            tolerance,
+            location,
+        )),
+        Ok(truth) => Ok(verify::against_truth(claim, &truth, tolerance, location)),
+        Err(ApiError::NotFound) if unsigned => Err(permanent(
+            DeadLetterReason::ProviderApi,
+            "transaction unknown to the provider",
+        )),
         Err(ApiError::NotFound) => {
             let facts = verify::from_claim(claim).ok_or_else(|| {
                 permanent(

@@ -31,8 +31,14 @@ pub struct Decision {
     pub mismatch: Option<&'static str>,
 }
 
-/// Compares a webhook's claim with the provider's answer.
-pub fn against_truth(claim: &Claim, truth: &ProviderTruth, tolerance_minor: i64) -> Decision {
+/// Compares a webhook's claim with the provider's answer, and the place the
+/// provider gives with the location the integration stands for.
+pub fn against_truth(
+    claim: &Claim,
+    truth: &ProviderTruth,
+    tolerance_minor: i64,
+    expected_location: Option<&str>,
+) -> Decision {
     let facts = Facts {
         amount_minor: truth.amount_minor,
         currency: truth.currency.clone(),
@@ -45,7 +51,14 @@ pub fn against_truth(claim: &Claim, truth: &ProviderTruth, tolerance_minor: i64)
             truth.line_items.clone()
         },
     };
-    match mismatch(claim, truth, tolerance_minor) {
+    let location = expected_location.and_then(|expected| match truth.location_ref.as_deref() {
+        Some(actual) if actual != expected => Some((
+            "location",
+            format!("location_mismatch: integration location {expected}, provider {actual}"),
+        )),
+        _ => None,
+    });
+    match location.or_else(|| mismatch(claim, truth, tolerance_minor)) {
         None => Decision {
             facts,
             verdict: Verdict::Verified,
@@ -113,6 +126,15 @@ fn mismatch(
     None
 }
 
+/// Only what an unsigned callback may say: which transaction it is about.
+pub fn hint(claim: &Claim) -> Claim {
+    Claim {
+        transaction_ref: claim.transaction_ref.clone(),
+        source_version: claim.source_version,
+        ..Claim::default()
+    }
+}
+
 /// The facts of a claim trusted on its signature alone; `None` when the
 /// webhook does not carry enough to store a transaction.
 pub fn from_claim(claim: &Claim) -> Option<Facts> {
@@ -158,7 +180,7 @@ mod tests {
 
     #[test]
     fn amount_within_tolerance_is_verified() {
-        let decision = against_truth(&claim(14951), &truth(), 1);
+        let decision = against_truth(&claim(14951), &truth(), 1, None);
         assert_eq!(decision.verdict, Verdict::Verified);
         assert_eq!(
             decision.facts.amount_minor, 14950,
@@ -169,7 +191,7 @@ mod tests {
 
     #[test]
     fn amount_beyond_tolerance_is_rejected_with_reason() {
-        let decision = against_truth(&claim(14952), &truth(), 1);
+        let decision = against_truth(&claim(14952), &truth(), 1, None);
         assert_eq!(decision.verdict, Verdict::Rejected);
         assert_eq!(decision.mismatch, Some("amount"));
         assert!(decision.rejection_reason.unwrap().contains("14952"));
@@ -179,23 +201,56 @@ mod tests {
     fn currency_disagreement_is_rejected() {
         let mut c = claim(14950);
         c.currency = Some("EUR".into());
-        assert_eq!(against_truth(&c, &truth(), 1).mismatch, Some("currency"));
+        assert_eq!(
+            against_truth(&c, &truth(), 1, None).mismatch,
+            Some("currency")
+        );
     }
 
     #[test]
     fn completed_claim_for_canceled_payment_is_rejected() {
         let mut t = truth();
         t.state = PaymentState::Canceled;
-        assert_eq!(against_truth(&claim(14950), &t, 1).mismatch, Some("state"));
+        assert_eq!(
+            against_truth(&claim(14950), &t, 1, None).mismatch,
+            Some("state")
+        );
     }
 
     #[test]
     fn pending_claim_for_completed_payment_is_progress_not_mismatch() {
         let mut c = claim(14950);
         c.state = Some(PaymentState::Pending);
-        let decision = against_truth(&c, &truth(), 1);
+        let decision = against_truth(&c, &truth(), 1, None);
         assert_eq!(decision.verdict, Verdict::Verified);
         assert_eq!(decision.facts.state, PaymentState::Completed);
+    }
+
+    #[test]
+    fn transaction_at_another_provider_location_is_rejected() {
+        let mut t = truth();
+        t.location_ref = Some("L-OTHER".into());
+        let decision = against_truth(&claim(14950), &t, 1, Some("L-MINE"));
+        assert_eq!(decision.mismatch, Some("location"));
+        assert_eq!(
+            against_truth(&claim(14950), &t, 1, None).verdict,
+            Verdict::Verified
+        );
+        t.location_ref = Some("L-MINE".into());
+        assert_eq!(
+            against_truth(&claim(14950), &t, 1, Some("L-MINE")).verdict,
+            Verdict::Verified
+        );
+    }
+
+    #[test]
+    fn unsigned_hint_carries_only_the_reference() {
+        let hinted = hint(&claim(1));
+        assert_eq!(hinted.amount_minor, None);
+        assert_eq!(
+            against_truth(&hinted, &truth(), 1, None).verdict,
+            Verdict::Verified
+        );
     }
 
     #[test]

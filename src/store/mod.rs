@@ -38,6 +38,23 @@ pub enum StoreError {
     Contended,
 }
 
+impl StoreError {
+    /// Whether the same write can never succeed: the data itself is refused
+    /// (SQLSTATE class 22, e.g. a NUL byte in text on PostgreSQL) or a
+    /// stored row cannot be read back. Everything else (connections, locks,
+    /// timeouts) may pass on a retry.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Corrupt(_) => true,
+            StoreError::Database(sqlx::Error::Database(error)) => {
+                error.code().is_some_and(|code| code.starts_with("22"))
+            }
+            StoreError::Database(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Which provider event a write comes from.
 #[derive(Debug, Clone)]
 pub struct EventRef<'a> {
@@ -153,16 +170,17 @@ impl Store {
     /// database transaction with the event's dedup row.
     ///
     /// `candidate.revision` and `source_event_ids` are ignored: the store
-    /// sets them. `replace_if` decides, given the stored row, whether the
-    /// candidate is newer and should replace it.
+    /// sets them. `successor` decides, given the stored row and the
+    /// candidate, what replaces the row (`None`: the candidate is older and
+    /// the row stays).
     pub async fn apply(
         &self,
         event: &EventRef<'_>,
         candidate: &Transaction,
-        replace_if: impl Fn(&Transaction) -> bool,
+        successor: impl Fn(&Transaction, &Transaction) -> Option<Transaction>,
     ) -> Result<Applied, StoreError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
-            if let Some(applied) = self.try_apply(event, candidate, &replace_if).await? {
+            if let Some(applied) = self.try_apply(event, candidate, &successor).await? {
                 return Ok(applied);
             }
         }
@@ -175,7 +193,7 @@ impl Store {
         &self,
         event: &EventRef<'_>,
         candidate: &Transaction,
-        replace_if: &impl Fn(&Transaction) -> bool,
+        successor: &impl Fn(&Transaction, &Transaction) -> Option<Transaction>,
     ) -> Result<Option<Applied>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = candidate.id.to_string();
@@ -199,8 +217,10 @@ impl Store {
             return Ok(Some(Applied::Changed(Box::new(fresh))));
         };
 
-        if !replace_if(&stored) || same_facts(&stored, candidate) {
-            let stale = !replace_if(&stored);
+        let next = successor(&stored, candidate);
+        let changed = next.as_ref().filter(|next| !same_facts(&stored, next));
+        let Some(next) = changed else {
+            let stale = next.is_none();
             let outcome = if stale { "stale" } else { outcome };
             if !insert_processed(&mut tx, event, Some(&id), outcome, true).await? {
                 return Ok(Some(Applied::Duplicate));
@@ -210,9 +230,9 @@ impl Store {
                 transaction_id: id,
                 stale,
             }));
-        }
+        };
 
-        let mut next = candidate.clone();
+        let mut next = next.clone();
         next.revision = stored.revision + 1;
         next.source_event_ids = stored.source_event_ids.clone();
         next.source_event_ids

@@ -20,6 +20,10 @@ pub enum IngressOutcome {
     UnknownIntegration,
     TooLarge,
     Unavailable,
+    /// Shed: more webhooks in flight than `server.max_inflight_webhooks`.
+    Overloaded,
+    /// The client did not send its body within `server.request_timeout_ms`.
+    Timeout,
 }
 
 impl IngressOutcome {
@@ -32,6 +36,8 @@ impl IngressOutcome {
             IngressOutcome::UnknownIntegration => "unknown_integration",
             IngressOutcome::TooLarge => "too_large",
             IngressOutcome::Unavailable => "unavailable",
+            IngressOutcome::Overloaded => "overloaded",
+            IngressOutcome::Timeout => "timeout",
         }
     }
 }
@@ -149,6 +155,9 @@ pub enum DeadLetterReason {
     ProviderApi,
     /// The integration named on the message is no longer configured.
     UnknownIntegration,
+    /// The database refused the event's data (a value it cannot hold, a row
+    /// it cannot read back): retrying would fail the same way.
+    StoreRejected,
 }
 
 impl DeadLetterReason {
@@ -158,6 +167,7 @@ impl DeadLetterReason {
             DeadLetterReason::AttemptsExhausted => "attempts_exhausted",
             DeadLetterReason::ProviderApi => "provider_api",
             DeadLetterReason::UnknownIntegration => "unknown_integration",
+            DeadLetterReason::StoreRejected => "store_rejected",
         }
     }
 }

@@ -6,8 +6,8 @@
 //! Amounts there are integer minor units. Once the order has been read and
 //! checked, it is acknowledged (`POST .../orders/{order_id}/acknowledge`,
 //! 204), which stops Klarna's repeated pushes. Acknowledging is idempotent,
-//! so a lookup that is retried acknowledges again harmlessly; a failed
-//! acknowledgement is transient, so the event is retried until Klarna has
+//! so a lookup that is retried acknowledges again harmlessly; a transiently
+//! failed acknowledgement retries the event until Klarna has
 //! heard it, rather than stored while Klarna keeps pushing.
 
 use chrono::{DateTime, Utc};
@@ -85,12 +85,22 @@ pub async fn lookup(
                 .body("")
         })
         .await
-        .map_err(|error| ApiError::Transient {
-            reason: format!("acknowledging klarna order: {error}"),
-            retry_after: match error {
-                ApiError::Transient { retry_after, .. } => retry_after,
-                _ => None,
+        .map_err(|error| match error {
+            // Klarna keeps pushing until acknowledged, so a transient failure
+            // is retried with the event.
+            ApiError::Transient {
+                reason,
+                retry_after,
+            } => ApiError::Transient {
+                reason: format!("acknowledging klarna order: {reason}"),
+                retry_after,
             },
+            // Refused for good (403, 404, credentials): retrying would stall
+            // every Klarna event behind this one.
+            ApiError::NotFound => ApiError::permanent("acknowledging klarna order: not found"),
+            ApiError::Permanent(reason) => {
+                ApiError::permanent(format!("acknowledging klarna order: {reason}"))
+            }
         })?;
     Ok(truth)
 }

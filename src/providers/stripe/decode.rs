@@ -65,6 +65,31 @@ struct ObjectHead {
     id: Option<String>,
     #[serde(default)]
     latest_charge: Option<serde_json::Value>,
+    #[serde(default)]
+    charges: Option<ChargeList>,
+}
+
+/// `charges` on payment intents of API versions before 2022-11-15, which
+/// have no `latest_charge`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ChargeList {
+    #[serde(default)]
+    pub data: Vec<serde_json::Value>,
+}
+
+/// The charge a payment intent's money moved with: `latest_charge`, or on
+/// older API versions the newest entry of `charges.data`. Keying intents by
+/// their charge makes charge and intent events about one purchase one
+/// transaction.
+fn charge_of(
+    latest_charge: Option<&serde_json::Value>,
+    charges: Option<&ChargeList>,
+) -> Option<String> {
+    latest_charge_id(latest_charge).or_else(|| {
+        charges
+            .and_then(|list| list.data.first())
+            .and_then(|c| latest_charge_id(Some(c)))
+    })
 }
 
 /// A Stripe `Charge`, as far as kvitto reads it.
@@ -93,6 +118,8 @@ pub(crate) struct PaymentIntent {
     /// A charge id, or the expanded charge object.
     #[serde(default)]
     pub latest_charge: Option<serde_json::Value>,
+    #[serde(default)]
+    pub charges: Option<ChargeList>,
 }
 
 /// One Stripe object's facts in kvitto's terms.
@@ -109,7 +136,7 @@ pub fn envelope_info(request: &WebhookRequest<'_>) -> Result<EnvelopeInfo, Decod
     let event = parse_event(request.body)?;
     let head: Option<ObjectHead> = serde_json::from_str(event.data.object.get()).ok();
     let partition_key = head
-        .and_then(|head| latest_charge_id(head.latest_charge.as_ref()).or(head.id))
+        .and_then(|head| charge_of(head.latest_charge.as_ref(), head.charges.as_ref()).or(head.id))
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| event.id.clone());
     Ok(EnvelopeInfo {
@@ -211,8 +238,8 @@ pub(crate) fn payment_intent_facts(intent: &PaymentIntent) -> Result<Facts, Deco
         | "requires_action" => PaymentState::Pending,
         _ => return Err(DecodeError::new("unknown stripe payment intent status")),
     };
-    let transaction_ref =
-        latest_charge_id(intent.latest_charge.as_ref()).unwrap_or_else(|| intent.id.clone());
+    let transaction_ref = charge_of(intent.latest_charge.as_ref(), intent.charges.as_ref())
+        .unwrap_or_else(|| intent.id.clone());
     facts(
         &transaction_ref,
         intent.amount,
@@ -257,6 +284,29 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn old_api_payment_intent_is_keyed_by_its_charge_from_charges_data() {
+        let body = br#"{"id":"evt_pi","object":"event","type":"payment_intent.succeeded","created":1772442903,
+            "data":{"object":{"id":"pi_dup","object":"payment_intent","amount":1000,"currency":"sek",
+            "status":"succeeded","created":1772442900,"charges":{"object":"list","data":[{"id":"ch_dup"}]}}}}"#;
+        let delivery = RawDelivery {
+            body,
+            headers: &[],
+            query: "",
+        };
+        let EventAction::Purchase(claim) = decode(&delivery).unwrap().action else {
+            panic!("purchase")
+        };
+        assert_eq!(claim.transaction_ref, "ch_dup");
+        let headers = actix_web::http::header::HeaderMap::new();
+        let request = WebhookRequest {
+            headers: &headers,
+            body,
+            query: "",
+        };
+        assert_eq!(envelope_info(&request).unwrap().partition_key, "ch_dup");
+    }
 
     /// A `charge.succeeded` shaped like Stripe's own sample events.
     const CHARGE_SUCCEEDED: &str = r#"{
