@@ -3,6 +3,7 @@
 
 mod bus;
 mod crash;
+mod hostile;
 mod ingress;
 mod outage;
 mod pipeline;
