@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{eventually, generic_webhook, Harness, Runtime};
+use crate::support::{Harness, Runtime, eventually, generic_webhook};
 
 macro_rules! on_both_runtimes {
     ($name:ident) => {
@@ -42,10 +42,22 @@ async fn dead_letters(h: &Harness) -> Vec<Value> {
 async fn bad_then_good(h: &Harness, bad: &kvitto::sandbox::SandboxWebhook) -> Vec<Value> {
     assert_eq!(h.send(bad).await, StatusCode::OK);
     let good = h.purchase(ProviderKind::Generic, 99);
-    assert_eq!(h.send(&h.webhook(&good, WebhookKind::Created)).await, StatusCode::OK);
-    let id = kvitto::canonical::transaction_id(good.provider, &good.integration_id, &good.transaction_ref);
+    assert_eq!(
+        h.send(&h.webhook(&good, WebhookKind::Created)).await,
+        StatusCode::OK
+    );
+    let id = kvitto::canonical::transaction_id(
+        good.provider,
+        &good.integration_id,
+        &good.transaction_ref,
+    );
     eventually("the good event after the bad one", || async {
-        h.kvitto.store.transaction(&id.to_string()).await.unwrap().map(drop)
+        h.kvitto
+            .store
+            .transaction(&id.to_string())
+            .await
+            .unwrap()
+            .map(drop)
     })
     .await;
     eventually("the dead letter", || async {
@@ -57,20 +69,36 @@ async fn bad_then_good(h: &Harness, bad: &kvitto::sandbox::SandboxWebhook) -> Ve
 
 on_both_runtimes!(purchase_time_out_of_range_is_dead_lettered_not_retried_forever);
 async fn purchase_time_out_of_range_is_dead_lettered_not_retried_forever(runtime: Runtime) {
-    let Some(h) = Harness::start(runtime, |_| {}).await else { return };
+    let Some(h) = Harness::start(runtime, |_| {}).await else {
+        return;
+    };
     let mut bad = generic_webhook(&h, "year-zero", "txn-year-zero", "10.00", "");
-    let body = String::from_utf8(bad.body.clone()).unwrap().replace("2026-03-01T10:15:30Z", "0000-01-01T00:30:00+01:00");
-    bad = crate::support::signed_generic(h.integration(ProviderKind::Generic), body.into_bytes(), "year-zero");
+    let body = String::from_utf8(bad.body.clone())
+        .unwrap()
+        .replace("2026-03-01T10:15:30Z", "0000-01-01T00:30:00+01:00");
+    bad = crate::support::signed_generic(
+        h.integration(ProviderKind::Generic),
+        body.into_bytes(),
+        "year-zero",
+    );
     let letters = bad_then_good(&h, &bad).await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["data"]["reason"], "undecodable");
-    assert!(letters[0]["data"]["detail"].as_str().unwrap().contains("out of range"), "{letters:?}");
+    assert!(
+        letters[0]["data"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("out of range"),
+        "{letters:?}"
+    );
     h.shutdown().await;
 }
 
 on_both_runtimes!(nul_character_in_an_id_is_dead_lettered_not_retried_forever);
 async fn nul_character_in_an_id_is_dead_lettered_not_retried_forever(runtime: Runtime) {
-    let Some(h) = Harness::start(runtime, |_| {}).await else { return };
+    let Some(h) = Harness::start(runtime, |_| {}).await else {
+        return;
+    };
     let bad = generic_webhook(&h, r"nul\u0000ev", r"txn\u0000nul", "10.00", "");
     let letters = bad_then_good(&h, &bad).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
@@ -84,14 +112,24 @@ async fn forged_unsigned_callback_cannot_change_what_the_provider_confirmed() {
     let truth = h.purchase(ProviderKind::Swish, 21);
     let mut forged = truth.clone();
     forged.amount_minor = 1;
-    assert_eq!(h.send(&h.webhook(&forged, WebhookKind::Created)).await, StatusCode::OK);
-    let id = kvitto::canonical::transaction_id(truth.provider, &truth.integration_id, &truth.transaction_ref);
+    assert_eq!(
+        h.send(&h.webhook(&forged, WebhookKind::Created)).await,
+        StatusCode::OK
+    );
+    let id = kvitto::canonical::transaction_id(
+        truth.provider,
+        &truth.integration_id,
+        &truth.transaction_ref,
+    );
     let stored = eventually("the swish transaction", || async {
         h.kvitto.store.transaction(&id.to_string()).await.unwrap()
     })
     .await;
     assert_eq!(stored.verdict, Verdict::Verified, "{stored:?}");
-    assert_eq!(stored.amount_minor, truth.amount_minor, "the provider's amount, not the callback's");
+    assert_eq!(
+        stored.amount_minor, truth.amount_minor,
+        "the provider's amount, not the callback's"
+    );
     h.shutdown().await;
 }
 
@@ -99,16 +137,43 @@ async fn forged_unsigned_callback_cannot_change_what_the_provider_confirmed() {
 async fn later_disagreeing_webhook_does_not_unverify_a_confirmed_transaction() {
     let h = Harness::start(Runtime::Embedded, |_| {}).await.unwrap();
     let truth = h.purchase(ProviderKind::Square, 22);
-    assert_eq!(h.send(&h.webhook(&truth, WebhookKind::Created)).await, StatusCode::OK);
-    let id = kvitto::canonical::transaction_id(truth.provider, &truth.integration_id, &truth.transaction_ref);
-    eventually("verified", || async { h.kvitto.store.transaction(&id.to_string()).await.unwrap().map(drop) }).await;
+    assert_eq!(
+        h.send(&h.webhook(&truth, WebhookKind::Created)).await,
+        StatusCode::OK
+    );
+    let id = kvitto::canonical::transaction_id(
+        truth.provider,
+        &truth.integration_id,
+        &truth.transaction_ref,
+    );
+    eventually("verified", || async {
+        h.kvitto
+            .store
+            .transaction(&id.to_string())
+            .await
+            .unwrap()
+            .map(drop)
+    })
+    .await;
 
     let mut disagreeing = truth.clone();
     disagreeing.amount_minor += 10_000;
-    assert_eq!(h.send(&h.webhook(&disagreeing, WebhookKind::Updated)).await, StatusCode::OK);
+    assert_eq!(
+        h.send(&h.webhook(&disagreeing, WebhookKind::Updated)).await,
+        StatusCode::OK
+    );
     let line = r#"kvitto_verification_mismatches_total{provider="square",reason="amount"} 1"#;
-    eventually("the mismatch counted", || async { h.metrics().await.contains(line).then_some(()) }).await;
-    let stored = h.kvitto.store.transaction(&id.to_string()).await.unwrap().unwrap();
+    eventually("the mismatch counted", || async {
+        h.metrics().await.contains(line).then_some(())
+    })
+    .await;
+    let stored = h
+        .kvitto
+        .store
+        .transaction(&id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.verdict, Verdict::Verified);
     assert_eq!(stored.amount_minor, truth.amount_minor);
     h.shutdown().await;
@@ -123,7 +188,9 @@ async fn slow_body_gets_408_and_webhooks_beyond_the_in_flight_cap_get_503() {
     .await
     .unwrap();
     let integration = h.integration(ProviderKind::Generic).id.clone();
-    let mut slow = tokio::net::TcpStream::connect(h.kvitto.webhook_addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(h.kvitto.webhook_addr)
+        .await
+        .unwrap();
     let head = format!(
         "POST /webhooks/generic/{integration} HTTP/1.1\r\nHost: kvitto\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"event"
     );
@@ -135,13 +202,25 @@ async fn slow_body_gets_408_and_webhooks_beyond_the_in_flight_cap_get_503() {
     assert_eq!(h.send(&other).await, StatusCode::SERVICE_UNAVAILABLE);
 
     let mut answer = vec![0_u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer)).await.unwrap().unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
     assert_eq!(h.send(&other).await, StatusCode::OK, "the permit is back");
     let metrics = h.metrics().await;
-    assert!(metrics.contains(r#"kvitto_webhooks_received_total{provider="generic",outcome="overloaded"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"kvitto_webhooks_received_total{provider="generic",outcome="timeout"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"kvitto_webhooks_received_total{provider="generic",outcome="overloaded"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"kvitto_webhooks_received_total{provider="generic",outcome="timeout"} 1"#),
+        "{metrics}"
+    );
     h.shutdown().await;
 }
