@@ -354,10 +354,15 @@ mod tests {
             classify_produce_error(too_large),
             BusError::Fatal(_)
         ));
+        // The instance is replaced, so the provider's retry can succeed.
+        assert!(needs_new_producer(&producer_fenced));
         assert!(matches!(
             classify_produce_error(producer_fenced),
-            BusError::Fatal(_)
+            BusError::Unavailable(_)
         ));
+        assert!(!needs_new_producer(&KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut
+        )));
         assert!(matches!(
             classify_produce_error(KafkaError::Canceled),
             BusError::Unavailable(_)
