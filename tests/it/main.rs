@@ -2,7 +2,9 @@
 //! PostgreSQL and a Kafka-protocol broker (see `scripts/test`).
 
 mod bus;
+mod cli;
 mod crash;
+mod group;
 mod hostile;
 mod ingress;
 mod outage;
