@@ -46,7 +46,37 @@ async fn wait_ready(http: &reqwest::Client, admin: &str) {
     .await;
 }
 
+/// How the running instance is stopped mid-stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: no chance to clean up.
+    Kill,
+    /// SIGTERM: the graceful path, which must exit 0 on its own.
+    Terminate,
+}
+
+fn stop(child: &mut Child, how: Stop) {
+    match how {
+        Stop::Kill => child.kill().expect("SIGKILL"),
+        Stop::Terminate => {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    let status = child.wait().unwrap();
+    if how == Stop::Terminate {
+        assert!(status.success(), "graceful shutdown exited with {status}");
+    }
+}
+
 async fn kill_nine_mid_stream_loses_nothing_and_doubles_nothing(runtime: Runtime) {
+    stopped_mid_stream_loses_nothing_and_doubles_nothing(runtime, Stop::Kill).await;
+}
+
+async fn stopped_mid_stream_loses_nothing_and_doubles_nothing(runtime: Runtime, how: Stop) {
     let Some(mut env) = TestEnv::new(runtime).await else {
         return;
     };
@@ -80,8 +110,7 @@ async fn kill_nine_mid_stream_loses_nothing_and_doubles_nothing(runtime: Runtime
     };
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(350)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
+        stop(&mut child, how);
         child = spawn_kvitto(&config_path);
         wait_ready(&http, &admin).await;
     }
@@ -161,4 +190,15 @@ async fn kill_nine_mid_stream_embedded() {
 #[actix_rt::test]
 async fn kill_nine_mid_stream_kafka_postgres() {
     kill_nine_mid_stream_loses_nothing_and_doubles_nothing(Runtime::KafkaPostgres).await;
+}
+
+#[actix_rt::test]
+async fn sigterm_mid_stream_embedded() {
+    stopped_mid_stream_loses_nothing_and_doubles_nothing(Runtime::Embedded, Stop::Terminate).await;
+}
+
+#[actix_rt::test]
+async fn sigterm_mid_stream_kafka_postgres() {
+    stopped_mid_stream_loses_nothing_and_doubles_nothing(Runtime::KafkaPostgres, Stop::Terminate)
+        .await;
 }
