@@ -267,3 +267,104 @@ fn describe_reqwest(error: &reqwest::Error) -> String {
         format!("request failed: {error}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use actix_web::{App, HttpResponse, HttpServer, web};
+
+    use super::*;
+
+    /// Answers 429 with `Retry-After: 1` to the first request, then 200, and
+    /// remembers when each request came.
+    async fn rate_limited_once() -> (String, Arc<std::sync::Mutex<Vec<Instant>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let calls = Arc::new(AtomicU32::new(0));
+        let (seen_in, calls_in) = (seen.clone(), calls.clone());
+        let server = HttpServer::new(move || {
+            let (seen, calls) = (seen_in.clone(), calls_in.clone());
+            App::new().route(
+                "/thing",
+                web::get().to(move || {
+                    let (seen, calls) = (seen.clone(), calls.clone());
+                    async move {
+                        seen.lock().unwrap().push(Instant::now());
+                        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                            HttpResponse::TooManyRequests()
+                                .insert_header(("Retry-After", "1"))
+                                .finish()
+                        } else {
+                            HttpResponse::Ok().json(serde_json::json!({"ok": true}))
+                        }
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let address = server.addrs()[0];
+        actix_rt::spawn(server.run());
+        (format!("http://{address}/thing"), seen)
+    }
+
+    fn fast_client(max_retry_after_secs: u64) -> ApiClient {
+        ApiClient::try_new(&ProcessingConfig {
+            api_min_backoff_ms: 1,
+            api_max_backoff_ms: 5,
+            api_max_retries: 3,
+            api_max_retry_after_secs: max_retry_after_secs,
+            ..ProcessingConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn rate_limited_call_waits_for_retry_after_then_succeeds() {
+        let (url, seen) = rate_limited_once().await;
+        let client = fast_client(60);
+        let http = client.http.clone();
+        let answer: serde_json::Value = client
+            .send_json(ProviderKind::Generic, "thing.get", || http.get(&url))
+            .await
+            .unwrap();
+        assert_eq!(answer["ok"], true);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        // The backoff alone would retry after a few milliseconds; the pause
+        // proves the provider's Retry-After was honoured instead.
+        assert!(
+            seen[1] - seen[0] >= Duration::from_millis(950),
+            "{:?}",
+            seen[1] - seen[0]
+        );
+    }
+
+    #[actix_rt::test]
+    async fn retry_after_beyond_the_ceiling_fails_the_call_as_transient() {
+        let (url, seen) = rate_limited_once().await;
+        let client = fast_client(0);
+        let http = client.http.clone();
+        let result: Result<serde_json::Value, _> = client
+            .send_json(ProviderKind::Generic, "thing.get", || http.get(&url))
+            .await;
+        assert!(
+            matches!(
+                result,
+                Err(ApiError::Transient {
+                    retry_after: Some(_),
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "not retried within this attempt"
+        );
+    }
+}
