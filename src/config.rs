@@ -117,7 +117,8 @@ pub struct BusConfig {
     pub brokers: String,
     /// Prefix of every topic name.
     pub topic_prefix: String,
-    /// Consumer group shared by all kvitto instances.
+    /// Consumer group prefix shared by all kvitto instances; each provider's
+    /// topic is consumed by the group `<consumer_group>.<provider>`.
     pub consumer_group: String,
     /// Partitions for topics kvitto creates when they are missing.
     pub partitions: i32,

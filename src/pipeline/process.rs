@@ -194,7 +194,11 @@ async fn process_event(
     let started = Instant::now();
     let candidate = enrich(env.integration, &claim, &decision);
     check_transaction(&candidate)?;
-    let applied = shared.store.apply(&event, &candidate, successor).await?;
+    let from_truth = decision.from_truth;
+    let applied = shared
+        .store
+        .apply(&event, &candidate, |stored, candidate| successor(stored, candidate, from_truth))
+        .await?;
     stage(provider, Stage::Store, started);
 
     let outcome = match applied {
@@ -221,15 +225,15 @@ fn verdict_outcome(decision: &Decision) -> ProcessOutcome {
 
 /// What replaces `stored` when `candidate` arrives; `None` keeps `stored`.
 ///
-/// The API's answer is current when it is read, so an `api` candidate always
-/// carries the newest facts; a signed claim wins only if it is newer than
-/// what is stored, so an older state never overwrites a newer one. Once the
+/// The API's answer is current when it is read, so a candidate built from it
+/// carries the newest facts; one built from a webhook's claim (signature-only,
+/// or a transaction the API does not know) wins only if it is newer than what
+/// is stored, so an older state never overwrites a newer one. Once the
 /// provider has confirmed a transaction, a later webhook that disagrees with
 /// the provider does not turn it into `rejected`: the disagreement is
 /// counted, and the stored facts stay the provider's.
-fn successor(stored: &Transaction, candidate: &Transaction) -> Option<Transaction> {
-    let newer = candidate.verification == VerificationMode::Api
-        || candidate.source_version > stored.source_version;
+fn successor(stored: &Transaction, candidate: &Transaction, from_truth: bool) -> Option<Transaction> {
+    let newer = from_truth || candidate.source_version > stored.source_version;
     if !newer {
         return None;
     }
@@ -303,6 +307,7 @@ async fn decide(
             verdict: canonical::Verdict::Verified,
             rejection_reason: None,
             mismatch: None,
+            from_truth: false,
         });
     }
     let tolerance = shared.config.processing.amount_tolerance_minor;
@@ -340,6 +345,7 @@ async fn decide(
                     "unknown_to_provider: the provider API does not know this transaction".into(),
                 ),
                 mismatch: None,
+                from_truth: false,
             })
         }
         Err(error @ ApiError::Transient { .. }) => Err(ProcessError::Transient(error.to_string())),

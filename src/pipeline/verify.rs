@@ -29,6 +29,9 @@ pub struct Decision {
     pub rejection_reason: Option<String>,
     /// Bounded metric label: `amount`, `currency`, `state`, `reference`.
     pub mismatch: Option<&'static str>,
+    /// Whether the facts are the provider API's answer (current when read)
+    /// rather than the webhook's claim (as new as its `source_version`).
+    pub from_truth: bool,
 }
 
 /// Compares a webhook's claim with the provider's answer, and the place the
@@ -64,12 +67,14 @@ pub fn against_truth(
             verdict: Verdict::Verified,
             rejection_reason: None,
             mismatch: None,
+            from_truth: true,
         },
         Some((label, reason)) => Decision {
             facts,
             verdict: Verdict::Rejected,
             rejection_reason: Some(reason),
             mismatch: Some(label),
+            from_truth: true,
         },
     }
 }

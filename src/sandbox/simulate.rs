@@ -79,6 +79,8 @@ async fn send_and_check(
         concurrency: SEND_CONCURRENCY,
         seed: options.seed,
     };
+    let admin = format!("http://{}/metrics", state.config.server.admin_listen);
+    let before = scrape_totals(&admin).await;
     println!("sending {} purchases to {target}", options.count);
     let report = send::run(state, target, &send_options).await?;
     println!("{report}");
@@ -88,17 +90,61 @@ async fn send_and_check(
         .iter()
         .filter(|purchase| verified_by_api(state, purchase))
         .collect();
-    wait_for_lookups(state, &expected, Duration::from_secs(options.wait_secs)).await?;
+    let timeout = Duration::from_secs(options.wait_secs);
+    wait_for_lookups(state, &expected, timeout).await?;
+    match before {
+        Some(before) => wait_for_processing(&admin, before, timeout).await?,
+        None => println!("note: kvitto's metrics at {admin} are not reachable; not waiting for processing"),
+    }
 
     let unexpected = report.unexpected_total();
     if unexpected > 0 {
         bail!("kvitto gave {unexpected} unexpected answers (see the table above)");
     }
     println!(
-        "ok: kvitto looked up all {} purchases verified through provider APIs",
+        "ok: kvitto confirmed all {} purchases with the provider APIs",
         expected.len()
     );
     Ok(())
+}
+
+/// kvitto's totals of accepted webhooks and processed events, read from its
+/// `/metrics`; `None` when it cannot be read.
+async fn scrape_totals(url: &str) -> Option<(u64, u64)> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    let sum = |prefix: &str, filter: &str| -> u64 {
+        text.lines()
+            .filter(|line| line.starts_with(prefix) && line.contains(filter))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    Some((
+        sum("kvitto_webhooks_received_total{", "outcome=\"accepted\""),
+        sum("kvitto_events_processed_total{", ""),
+    ))
+}
+
+/// Waits until kvitto has processed as many events as it accepted webhooks
+/// since `before`: until then, some of this run is still in its pipeline.
+async fn wait_for_processing(url: &str, before: (u64, u64), timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let (accepted, processed) = scrape_totals(url).await.unwrap_or(before);
+        let (accepted, processed) = (accepted - before.0, processed.saturating_sub(before.1));
+        if processed >= accepted {
+            println!("kvitto processed all {accepted} webhooks it accepted");
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            bail!(
+                "timed out after {} s: kvitto processed {processed} of {accepted} accepted webhooks \
+                 (see its log: a provider API may be failing)",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+    }
 }
 
 fn verified_by_api(state: &SandboxState, purchase: &Purchase) -> bool {
