@@ -17,6 +17,7 @@
 
 pub mod api_client;
 pub mod generic;
+pub(crate) mod hmac_sig;
 pub mod klarna;
 pub mod shopify;
 pub mod square;

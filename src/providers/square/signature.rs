@@ -14,21 +14,12 @@
 //! caught by the event-id deduplication downstream, not here. The legacy
 //! `x-square-signature` (HMAC-SHA1) header is ignored.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use crate::config::IntegrationConfig;
+use crate::providers::hmac_sig;
 use crate::providers::{SignatureError, WebhookRequest};
 
 /// The header carrying the base64 HMAC-SHA256.
 pub const SIGNATURE_HEADER: &str = "x-square-hmacsha256-signature";
-
-/// Length of an HMAC-SHA256 tag.
-const SIGNATURE_LEN_BYTES: usize = 32;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Checks the Square signature of one request with every configured secret.
 pub fn verify(
@@ -38,23 +29,15 @@ pub fn verify(
     let header = request
         .header(SIGNATURE_HEADER)?
         .ok_or(SignatureError::Missing)?;
-    let signature = parse_signature(header)?;
+    let signature = hmac_sig::decode_base64_signature(header.trim())?;
     // Config validation requires the URL for Square; without one nothing can
     // have been signed for this integration.
     let Some(notification_url) = integration.notification_url.as_deref() else {
         return Err(SignatureError::Mismatch);
     };
 
-    let matches = integration
-        .signing_secrets
-        .iter()
-        .filter(|secret| !secret.is_empty())
-        .any(|secret| {
-            mac(secret, notification_url, request.body)
-                .verify_slice(&signature)
-                .is_ok()
-        });
-    if matches {
+    let parts = signed_parts(notification_url, request.body);
+    if hmac_sig::matches_any_secret(&integration.signing_secrets, &parts, &signature) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
@@ -64,37 +47,20 @@ pub fn verify(
 /// The header value Square would send for `body` delivered to
 /// `notification_url` under `secret`.
 pub fn sign(secret: &str, notification_url: &str, body: &[u8]) -> String {
-    BASE64.encode(mac(secret, notification_url, body).finalize().into_bytes())
+    hmac_sig::sign_base64(secret, &signed_parts(notification_url, body))
 }
 
-fn mac(secret: &str, notification_url: &str, body: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("hmac accepts any key");
-    mac.update(notification_url.as_bytes());
-    mac.update(body);
-    mac
-}
-
-/// Decodes the header into the 32 signature bytes.
-fn parse_signature(header: &str) -> Result<Vec<u8>, SignatureError> {
-    let value = header.trim();
-    if value.is_empty() {
-        return Err(SignatureError::MalformedHeader("signature is empty"));
-    }
-    let bytes = BASE64
-        .decode(value)
-        .map_err(|_| SignatureError::MalformedHeader("signature is not base64"))?;
-    if bytes.len() != SIGNATURE_LEN_BYTES {
-        return Err(SignatureError::MalformedHeader(
-            "signature has the wrong length",
-        ));
-    }
-    Ok(bytes)
+/// What Square signs: the notification URL immediately followed by the body.
+fn signed_parts<'a>(notification_url: &'a str, body: &'a [u8]) -> [&'a [u8]; 2] {
+    [notification_url.as_bytes(), body]
 }
 
 #[cfg(test)]
 mod tests {
     use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as BASE64;
 
     use super::*;
     use crate::config::Config;

@@ -15,19 +15,13 @@
 //! earns no more than a mismatch.
 
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use crate::config::IntegrationConfig;
+use crate::providers::hmac_sig;
 use crate::providers::{SignatureError, WebhookRequest};
 
 /// The header carrying the timestamp and signatures.
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
-
-/// Length of an HMAC-SHA256 tag.
-const SIGNATURE_LEN_BYTES: usize = 32;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The parts of a `Stripe-Signature` header kvitto uses.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,17 +45,10 @@ pub fn verify(
 
     // A header with only `v0` (or another scheme) is well-formed but carries
     // nothing kvitto trusts: reported as a mismatch (401), like a wrong key.
-    let matches = integration
-        .signing_secrets
-        .iter()
-        .filter(|secret| !secret.is_empty())
-        .any(|secret| {
-            parsed.v1_signatures.iter().any(|signature| {
-                mac(secret, parsed.timestamp_text, request.body)
-                    .verify_slice(signature)
-                    .is_ok()
-            })
-        });
+    let parts = signed_parts(parsed.timestamp_text, request.body);
+    let matches = parsed.v1_signatures.iter().any(|signature| {
+        hmac_sig::matches_any_secret(&integration.signing_secrets, &parts, signature)
+    });
     if !matches {
         return Err(SignatureError::Mismatch);
     }
@@ -76,19 +63,14 @@ pub fn verify(
 /// The `Stripe-Signature` value Stripe would send for `body` signed at
 /// `timestamp` under `secret`.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let tag = mac(secret, &timestamp.to_string(), body)
-        .finalize()
-        .into_bytes();
-    format!("t={timestamp},v1={}", hex::encode(tag))
+    let timestamp_text = timestamp.to_string();
+    let v1 = hmac_sig::sign_hex(secret, &signed_parts(&timestamp_text, body));
+    format!("t={timestamp},v1={v1}")
 }
 
-fn mac(secret: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("hmac accepts any key");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
+/// What Stripe signs: `t` as sent, a `.`, then the raw body.
+fn signed_parts<'a>(timestamp_text: &'a str, body: &'a [u8]) -> [&'a [u8]; 3] {
+    [timestamp_text.as_bytes(), b".", body]
 }
 
 fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SignatureError> {
@@ -102,7 +84,7 @@ fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SignatureError> {
         match key {
             "t" if timestamp_text.is_some() => return Err(malformed("more than one t")),
             "t" => timestamp_text = Some(value),
-            "v1" => v1_signatures.push(parse_hex_signature(value)?),
+            "v1" => v1_signatures.push(hmac_sig::decode_hex_signature(value)?),
             _ if key.is_empty() => return Err(malformed("item without a key")),
             // `v0` and schemes Stripe may add later are not trusted.
             _ => other_schemes += 1,
@@ -124,14 +106,6 @@ fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SignatureError> {
         timestamp,
         v1_signatures,
     })
-}
-
-fn parse_hex_signature(value: &str) -> Result<Vec<u8>, SignatureError> {
-    let bytes = hex::decode(value).map_err(|_| SignatureError::MalformedHeader("v1 is not hex"))?;
-    if bytes.len() != SIGNATURE_LEN_BYTES {
-        return Err(SignatureError::MalformedHeader("v1 has the wrong length"));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -11,20 +11,14 @@
 //! reads from the payload is. Zettle's timestamp is signed but kvitto sets no
 //! tolerance on it: replays are caught by deduplicating on `messageUuid`.
 
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 
 use crate::config::IntegrationConfig;
+use crate::providers::hmac_sig;
 use crate::providers::{SignatureError, WebhookRequest};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The header carrying the signature (header names are case-insensitive).
 pub const SIGNATURE_HEADER: &str = "x-izettle-signature";
-
-/// Length of an HMAC-SHA256 tag; anything else in the header is malformed.
-const SIGNATURE_LEN_BYTES: usize = 32;
 
 /// The two envelope fields the signature covers.
 #[derive(Deserialize)]
@@ -33,7 +27,15 @@ struct SignedFields {
     payload: String,
 }
 
+impl SignedFields {
+    /// What Zettle signs: the timestamp, a `.`, then the payload.
+    fn parts(&self) -> [&[u8]; 3] {
+        [self.timestamp.as_bytes(), b".", self.payload.as_bytes()]
+    }
+}
+
 /// Checks the delivery's signature against every configured signing key.
+/// The header is hex in either case.
 pub fn verify(
     integration: &IntegrationConfig,
     request: &WebhookRequest<'_>,
@@ -41,15 +43,10 @@ pub fn verify(
     let header = request
         .header(SIGNATURE_HEADER)?
         .ok_or(SignatureError::Missing)?;
-    let claimed = parse_header(header)?;
+    let claimed = hmac_sig::decode_hex_signature(header)?;
     let fields = signed_fields(request.body)?;
 
-    let matches = integration
-        .signing_secrets
-        .iter()
-        .filter(|secret| !secret.is_empty())
-        .any(|secret| mac(secret, &fields).verify_slice(&claimed).is_ok());
-    if matches {
+    if hmac_sig::matches_any_secret(&integration.signing_secrets, &fields.parts(), &claimed) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
@@ -60,37 +57,12 @@ pub fn verify(
 /// whole JSON body).
 pub fn sign(secret: &str, envelope: &[u8]) -> Result<String, SignatureError> {
     let fields = signed_fields(envelope)?;
-    Ok(hex::encode(mac(secret, &fields).finalize().into_bytes()))
-}
-
-/// Decodes the hex header (either case) into the 32 claimed bytes.
-fn parse_header(header: &str) -> Result<Vec<u8>, SignatureError> {
-    if header.is_empty() {
-        return Err(SignatureError::MalformedHeader("empty signature"));
-    }
-    let claimed =
-        hex::decode(header).map_err(|_| SignatureError::MalformedHeader("signature is not hex"))?;
-    if claimed.len() != SIGNATURE_LEN_BYTES {
-        return Err(SignatureError::MalformedHeader(
-            "signature has the wrong length",
-        ));
-    }
-    Ok(claimed)
+    Ok(hmac_sig::sign_hex(secret, &fields.parts()))
 }
 
 fn signed_fields(envelope: &[u8]) -> Result<SignedFields, SignatureError> {
     serde_json::from_slice(envelope)
         .map_err(|_| SignatureError::MalformedBody("envelope lacks string timestamp and payload"))
-}
-
-fn mac(secret: &str, fields: &SignedFields) -> HmacSha256 {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("hmac accepts any key length");
-    mac.update(fields.timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(fields.payload.as_bytes());
-    mac
 }
 
 #[cfg(test)]
