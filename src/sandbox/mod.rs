@@ -14,6 +14,8 @@ pub mod generate;
 pub mod send;
 pub mod server;
 pub mod simulate;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -21,9 +23,11 @@ use std::time::Duration;
 
 use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 
 use crate::canonical::{LineItem, PaymentState};
 use crate::config::{Config, IntegrationConfig};
+use crate::money;
 use crate::providers::ProviderKind;
 
 /// One purchase the sandbox plays: what the provider's API answers about it.
@@ -215,5 +219,30 @@ impl SandboxState {
             }
             None => Lookup::Missing,
         }
+    }
+}
+
+/// Minor units as the plain decimal text providers put in their payloads
+/// (`14950` SEK is `"149.50"`), in the currency's own exponent. Unlike
+/// [`money::format_minor`], an unknown currency gets two decimals, the most
+/// common exponent, since the sandbox must still send a plausible amount.
+pub(crate) fn decimal_amount(amount_minor: i64, currency: &str) -> String {
+    let exponent = money::exponent(currency).unwrap_or(2);
+    Decimal::new(amount_minor, exponent).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_amounts_render_in_the_currency_exponent() {
+        assert_eq!(decimal_amount(14950, "SEK"), "149.50");
+        assert_eq!(decimal_amount(5, "SEK"), "0.05");
+        assert_eq!(decimal_amount(-1230, "SEK"), "-12.30");
+        assert_eq!(decimal_amount(1500, "JPY"), "1500");
+        assert_eq!(decimal_amount(1234, "KWD"), "1.234");
+        assert_eq!(decimal_amount(1234, "XXQ"), "12.34");
+        assert_eq!(decimal_amount(i64::MIN, "SEK"), "-92233720368547758.08");
     }
 }

@@ -226,28 +226,17 @@ fn payment_intent_json(purchase: &Purchase) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::{App, HttpServer};
     use chrono::TimeZone;
 
     use super::*;
     use crate::canonical::LineItem;
-    use crate::config::{Config, ProcessingConfig};
+
     use crate::providers::stripe::{api, decode, signature};
-    use crate::providers::{ApiClient, ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
-    use crate::sandbox::Fault;
+    use crate::providers::{ApiError, Claim, WebhookRequest};
+    use crate::sandbox::{Fault, testing};
 
-    fn config() -> Config {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        Config::from_toml(&text).unwrap()
-    }
-
-    fn integration(config: &Config) -> IntegrationConfig {
-        config
-            .integrations
-            .iter()
-            .find(|i| i.provider == ProviderKind::Stripe)
-            .unwrap()
-            .clone()
+    fn integration() -> IntegrationConfig {
+        testing::integration_of(&testing::demo_config(), ProviderKind::Stripe)
     }
 
     fn purchase(integration: &IntegrationConfig, state: PaymentState) -> Purchase {
@@ -275,53 +264,22 @@ mod tests {
     /// Serves the Stripe routes on an ephemeral port; returns the state and
     /// the integration pointed at the server.
     fn serve(purchases: &[Purchase]) -> (web::Data<SandboxState>, IntegrationConfig) {
-        let config = config();
-        let mut integration = integration(&config);
-        let state = web::Data::new(SandboxState::new(config));
+        let (state, address) = testing::serve(routes, |_| testing::demo_config());
         for purchase in purchases {
             state.insert(purchase.clone());
         }
-        let app_state = state.clone();
-        let server =
-            HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-                .workers(1)
-                .disable_signals()
-                .bind(("127.0.0.1", 0))
-                .unwrap();
-        let address = server.addrs()[0];
-        actix_rt::spawn(server.run());
+        let mut integration = integration();
         integration.api_base_url = Some(format!("http://{address}/stripe"));
         (state, integration)
     }
 
-    fn client() -> ApiClient {
-        ApiClient::try_new(&ProcessingConfig {
-            api_timeout_ms: 2_000,
-            api_max_retries: 2,
-            api_min_backoff_ms: 1,
-            api_max_backoff_ms: 5,
-            ..ProcessingConfig::default()
-        })
-        .unwrap()
-    }
-
     fn claim_of(webhook: &SandboxWebhook) -> Claim {
-        let event = decode::decode(&RawDelivery {
-            body: &webhook.body,
-            headers: &[],
-            query: "",
-        })
-        .unwrap();
-        assert_eq!(event.event_id, webhook.event_id);
-        match event.action {
-            EventAction::Purchase(claim) => claim,
-            other => panic!("expected a purchase, got {other:?}"),
-        }
+        testing::claim_of(ProviderKind::Stripe, webhook)
     }
 
     #[actix_rt::test]
     async fn stripe_lookup_through_sandbox_matches_purchase() {
-        let integration = integration(&config());
+        let integration = integration();
         for state in [
             PaymentState::Completed,
             PaymentState::Refunded,
@@ -330,9 +288,13 @@ mod tests {
             let purchase = purchase(&integration, state);
             let (sandbox, integration) = serve(std::slice::from_ref(&purchase));
             let before = Utc::now().timestamp_millis();
-            let truth = api::lookup(&client(), &integration, &purchase.transaction_ref)
-                .await
-                .unwrap();
+            let truth = api::lookup(
+                &testing::fast_client(),
+                &integration,
+                &purchase.transaction_ref,
+            )
+            .await
+            .unwrap();
             assert_eq!(truth.transaction_ref, purchase.transaction_ref);
             assert_eq!(truth.amount_minor, purchase.amount_minor);
             assert_eq!(truth.currency, purchase.currency);
@@ -348,31 +310,40 @@ mod tests {
 
     #[actix_rt::test]
     async fn stripe_payment_intent_lookup_uses_its_own_endpoint() {
-        let integration = integration(&config());
+        let integration = integration();
         let mut purchase = purchase(&integration, PaymentState::Completed);
         purchase.transaction_ref = stripe_id("pi_", &mut rand::thread_rng());
         let (_sandbox, integration) = serve(std::slice::from_ref(&purchase));
-        let truth = api::lookup(&client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap();
+        let truth = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await
+        .unwrap();
         assert_eq!(truth.transaction_ref, purchase.transaction_ref);
         assert_eq!(truth.state, PaymentState::Completed);
     }
 
     #[actix_rt::test]
     async fn stripe_wrong_key_is_permanent() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let (_sandbox, mut integration) = serve(std::slice::from_ref(&purchase));
         integration.api_token = Some("sk_test_wrong".into());
-        let result = api::lookup(&client(), &integration, &purchase.transaction_ref).await;
+        let result = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await;
         assert!(matches!(result, Err(ApiError::Permanent(_))), "{result:?}");
     }
 
     #[actix_rt::test]
     async fn stripe_unknown_charge_is_not_found_and_foreign_ids_are_permanent() {
         let (_sandbox, integration) = serve(&[]);
-        let client = client();
+        let client = testing::fast_client();
         let result = api::lookup(&client, &integration, "ch_3OqLbW2eZvKYlo2C1ZQ7d0pA").await;
         assert_eq!(result, Err(ApiError::NotFound));
         let result = api::lookup(&client, &integration, "po_1").await;
@@ -381,11 +352,16 @@ mod tests {
 
     #[actix_rt::test]
     async fn stripe_server_errors_are_transient_after_retries() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let (sandbox, integration) = serve(std::slice::from_ref(&purchase));
         sandbox.set_fault(ProviderKind::Stripe, Some(Fault::ServerError));
-        let result = api::lookup(&client(), &integration, &purchase.transaction_ref).await;
+        let result = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await;
         assert!(
             matches!(result, Err(ApiError::Transient { .. })),
             "{result:?}"
@@ -399,17 +375,14 @@ mod tests {
 
     #[test]
     fn stripe_sandbox_webhook_verifies_and_decodes_to_the_purchase() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Refunded);
         let now = Utc::now();
         let webhook = webhook(&integration, &purchase, WebhookKind::Updated, now);
         assert_eq!(webhook.path_and_query, "/webhooks/stripe/demo-stripe");
         assert!(webhook.event_id.starts_with("evt_") && webhook.event_id.len() == 4 + ID_BODY_LEN);
 
-        let mut headers = actix_web::http::header::HeaderMap::new();
-        for (name, value) in &webhook.headers {
-            headers.append(name.parse().unwrap(), value.parse().unwrap());
-        }
+        let headers = testing::header_map(&webhook);
         let request = WebhookRequest {
             headers: &headers,
             body: &webhook.body,
@@ -437,7 +410,7 @@ mod tests {
 
     #[test]
     fn stripe_created_webhook_is_charge_succeeded_and_orders_before_updated() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Refunded);
         let created = webhook(&integration, &purchase, WebhookKind::Created, Utc::now());
         let event: Value = serde_json::from_slice(&created.body).unwrap();
@@ -455,7 +428,7 @@ mod tests {
 
     #[test]
     fn stripe_every_state_round_trips_through_a_charge() {
-        let integration = integration(&config());
+        let integration = integration();
         for state in [
             PaymentState::Pending,
             PaymentState::Completed,

@@ -1,0 +1,97 @@
+//! What the provider sandbox tests share: the demo configuration, a sandbox
+//! serving one provider's routes on a free loopback port, an API client that
+//! gives up quickly, and the reading of a sandbox webhook back as a request
+//! or a claim.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::{App, HttpServer, web};
+
+use crate::config::{Config, IntegrationConfig, ProcessingConfig};
+use crate::providers::{self, ApiClient, Claim, EventAction, ProviderKind, RawDelivery};
+use crate::sandbox::{SandboxState, SandboxWebhook};
+
+/// How often [`fast_client`] retries a failed lookup.
+pub(crate) const FAST_RETRIES: usize = 2;
+
+/// The checked-in demo configuration, `config/kvitto.toml`.
+pub(crate) fn demo_config() -> Config {
+    let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
+    Config::from_toml(&text).unwrap()
+}
+
+/// The first integration of `provider` in `config`.
+pub(crate) fn integration_of(config: &Config, provider: ProviderKind) -> IntegrationConfig {
+    config
+        .integrations
+        .iter()
+        .find(|i| i.provider == provider)
+        .unwrap()
+        .clone()
+}
+
+/// An API client with a short timeout that retries [`FAST_RETRIES`] times
+/// with millisecond backoff, so failure paths are quick to test.
+pub(crate) fn fast_client() -> ApiClient {
+    ApiClient::try_new(&ProcessingConfig {
+        api_timeout_ms: 2_000,
+        api_max_retries: FAST_RETRIES,
+        api_min_backoff_ms: 1,
+        api_max_backoff_ms: 5,
+        ..ProcessingConfig::default()
+    })
+    .unwrap()
+}
+
+/// Serves one provider's sandbox `routes` on a free loopback port, with a
+/// sandbox state built from the config `config_at` gives for the server's
+/// address. Returns that state and the address.
+pub(crate) fn serve(
+    routes: fn(&mut web::ServiceConfig),
+    config_at: impl FnOnce(SocketAddr) -> Config,
+) -> (web::Data<SandboxState>, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let state = web::Data::new(SandboxState::new(config_at(address)));
+    let app_state = state.clone();
+    let server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+    actix_rt::spawn(server);
+    (state, address)
+}
+
+/// The webhook's headers as ingress would see them.
+pub(crate) fn header_map(webhook: &SandboxWebhook) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &webhook.headers {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    headers
+}
+
+/// Decodes the webhook's body (without headers) as `provider` and returns
+/// the purchase it claims, after checking its event id.
+pub(crate) fn claim_of(provider: ProviderKind, webhook: &SandboxWebhook) -> Claim {
+    let event = providers::decode(
+        provider,
+        &RawDelivery {
+            body: &webhook.body,
+            headers: &[],
+            query: "",
+        },
+    )
+    .unwrap();
+    assert_eq!(event.event_id, webhook.event_id);
+    match event.action {
+        EventAction::Purchase(claim) => claim,
+        other => panic!("expected a purchase, got {other:?}"),
+    }
+}
