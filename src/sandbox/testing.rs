@@ -3,14 +3,17 @@
 //! gives up quickly, and the reading of a sandbox webhook back as a request
 //! or a claim.
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{App, HttpServer, web};
 
 use crate::config::{Config, IntegrationConfig, ProcessingConfig};
-use crate::providers::{self, ApiClient, Claim, EventAction, ProviderKind, RawDelivery};
-use crate::sandbox::{SandboxState, SandboxWebhook};
+use crate::providers::{
+    self, ApiClient, ApiError, Claim, EventAction, ProviderKind, ProviderTruth, RawDelivery,
+};
+use crate::sandbox::{Fault, SandboxState, SandboxWebhook};
 
 /// How often [`fast_client`] retries a failed lookup.
 pub(crate) const FAST_RETRIES: usize = 2;
@@ -42,6 +45,25 @@ pub(crate) fn fast_client() -> ApiClient {
         ..ProcessingConfig::default()
     })
     .unwrap()
+}
+
+/// Makes the sandbox answer every `provider` lookup with a 500, then checks
+/// that `lookup` gives up as transient after one attempt and
+/// [`FAST_RETRIES`] retries, all of which reached the sandbox.
+pub(crate) async fn assert_server_errors_are_transient(
+    state: &SandboxState,
+    provider: ProviderKind,
+    transaction_ref: &str,
+    lookup: impl Future<Output = Result<ProviderTruth, ApiError>>,
+) {
+    state.set_fault(provider, Some(Fault::ServerError));
+    let result = lookup.await;
+    assert!(
+        matches!(result, Err(ApiError::Transient { .. })),
+        "{result:?}"
+    );
+    let attempts = u32::try_from(FAST_RETRIES + 1).unwrap();
+    assert_eq!(state.lookups_of(provider, transaction_ref), attempts);
 }
 
 /// Serves one provider's sandbox `routes` on a free loopback port, with a

@@ -160,7 +160,7 @@ mod tests {
 
     use crate::providers::generic::{api, decode, fixtures};
     use crate::providers::{ApiError, EventAction, RawDelivery, SignatureError, WebhookRequest};
-    use crate::sandbox::{Fault, generate, server, testing};
+    use crate::sandbox::{generate, server, testing};
 
     /// A running sandbox holding one purchase of the timestamped integration,
     /// and that integration pointed at the sandbox.
@@ -247,22 +247,15 @@ mod tests {
     #[actix_rt::test]
     async fn generic_lookup_during_server_errors_is_transient_after_retries() {
         let (state, handle, integration, purchase) = sandbox().await;
-        state.set_fault(ProviderKind::Generic, Some(Fault::ServerError));
-        let error = api::lookup(
-            &testing::fast_client(),
-            &integration,
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, &purchase.transaction_ref);
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Generic,
             &purchase.transaction_ref,
+            lookup,
         )
         .await;
-        assert!(
-            matches!(error, Err(ApiError::Transient { .. })),
-            "{error:?}"
-        );
-        // The first attempt and both retries reached the sandbox.
-        assert_eq!(
-            state.lookups_of(ProviderKind::Generic, &purchase.transaction_ref),
-            3
-        );
         handle.stop(true).await;
     }
 

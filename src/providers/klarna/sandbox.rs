@@ -218,7 +218,7 @@ mod tests {
     use crate::config::Config;
     use crate::providers::klarna::{api, decode};
     use crate::providers::{ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
-    use crate::sandbox::{Fault, testing};
+    use crate::sandbox::testing;
 
     fn demo_config(api_base_url: &str) -> Config {
         let mut config = testing::demo_config();
@@ -427,19 +427,15 @@ mod tests {
         let (_, mut purchase) = demo_purchase();
         purchase.transaction_ref = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d".into();
         let (state, integration) = serve(Some(purchase.clone()));
-        state.set_fault(ProviderKind::Klarna, Some(Fault::ServerError));
-        let error = api::lookup(
-            &testing::fast_client(),
-            &integration,
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, &purchase.transaction_ref);
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Klarna,
             &purchase.transaction_ref,
+            lookup,
         )
-        .await
-        .unwrap_err();
-        assert!(error.is_transient(), "{error:?}");
-        assert_eq!(
-            state.lookups_of(ProviderKind::Klarna, &purchase.transaction_ref),
-            3
-        );
+        .await;
         assert_eq!(acknowledgements_of(&purchase.transaction_ref), 0);
     }
 

@@ -252,7 +252,7 @@ mod tests {
     use crate::config::Config;
     use crate::providers::shopify::{api, decode};
     use crate::providers::{ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
-    use crate::sandbox::{Fault, testing};
+    use crate::sandbox::testing;
 
     fn config(api_base_url: &str) -> Config {
         let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
@@ -345,22 +345,15 @@ mod tests {
     #[actix_rt::test]
     async fn shopify_lookup_retries_server_errors_then_reports_transient() {
         let (state, config) = serve("5123456789012");
-        state.set_fault(ProviderKind::Shopify, Some(Fault::ServerError));
-        let result = api::lookup(
-            &testing::fast_client(),
-            &config.integrations[0],
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &config.integrations[0], "5123456789012");
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Shopify,
             "5123456789012",
+            lookup,
         )
         .await;
-        assert!(
-            matches!(result, Err(ApiError::Transient { .. })),
-            "{result:?}"
-        );
-        let attempts = u32::try_from(testing::FAST_RETRIES + 1).unwrap();
-        assert_eq!(
-            state.lookups_of(ProviderKind::Shopify, "5123456789012"),
-            attempts
-        );
     }
 
     #[actix_rt::test]

@@ -199,7 +199,7 @@ mod tests {
 
     use crate::providers::square::{api, decode, signature};
     use crate::providers::{ApiError, Claim, ProviderTruth, WebhookRequest};
-    use crate::sandbox::{Fault, testing};
+    use crate::sandbox::testing;
 
     fn integration() -> IntegrationConfig {
         testing::integration_of(&testing::demo_config(), ProviderKind::Square)
@@ -322,22 +322,15 @@ mod tests {
         let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let (state, integration) = serve(std::slice::from_ref(&purchase));
-        state.set_fault(ProviderKind::Square, Some(Fault::ServerError));
-        let result = api::lookup(
-            &testing::fast_client(),
-            &integration,
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, &purchase.transaction_ref);
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Square,
             &purchase.transaction_ref,
+            lookup,
         )
         .await;
-        assert!(
-            matches!(result, Err(ApiError::Transient { .. })),
-            "{result:?}"
-        );
-        // One attempt plus the two retries the client allows.
-        assert_eq!(
-            state.lookups_of(ProviderKind::Square, &purchase.transaction_ref),
-            3
-        );
     }
 
     #[test]

@@ -233,7 +233,7 @@ mod tests {
 
     use crate::providers::stripe::{api, decode, signature};
     use crate::providers::{ApiError, Claim, WebhookRequest};
-    use crate::sandbox::{Fault, testing};
+    use crate::sandbox::testing;
 
     fn integration() -> IntegrationConfig {
         testing::integration_of(&testing::demo_config(), ProviderKind::Stripe)
@@ -355,22 +355,15 @@ mod tests {
         let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let (sandbox, integration) = serve(std::slice::from_ref(&purchase));
-        sandbox.set_fault(ProviderKind::Stripe, Some(Fault::ServerError));
-        let result = api::lookup(
-            &testing::fast_client(),
-            &integration,
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, &purchase.transaction_ref);
+        testing::assert_server_errors_are_transient(
+            &sandbox,
+            ProviderKind::Stripe,
             &purchase.transaction_ref,
+            lookup,
         )
         .await;
-        assert!(
-            matches!(result, Err(ApiError::Transient { .. })),
-            "{result:?}"
-        );
-        // One attempt plus the two retries the client allows.
-        assert_eq!(
-            sandbox.lookups_of(ProviderKind::Stripe, &purchase.transaction_ref),
-            3
-        );
     }
 
     #[test]

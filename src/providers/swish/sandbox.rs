@@ -338,13 +338,9 @@ mod tests {
     async fn swish_server_errors_are_transient_after_retries() {
         let integration = demo_integration();
         let (state, integration) = serve(Some(purchase(&integration, REF)));
-        state.set_fault(ProviderKind::Swish, Some(Fault::ServerError));
-        let error = api::lookup(&testing::fast_client(), &integration, REF)
-            .await
-            .unwrap_err();
-        assert!(error.is_transient(), "{error:?}");
-        // One call and two retries.
-        assert_eq!(state.lookups_of(ProviderKind::Swish, REF), 3);
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, REF);
+        testing::assert_server_errors_are_transient(&state, ProviderKind::Swish, REF, lookup).await;
     }
 
     #[actix_rt::test]

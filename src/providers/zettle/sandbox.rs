@@ -219,7 +219,7 @@ mod tests {
     use crate::config::Config;
     use crate::providers::zettle::{api, decode};
     use crate::providers::{ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
-    use crate::sandbox::{Fault, testing};
+    use crate::sandbox::testing;
 
     const PURCHASE_UUID: &str = "0d6f1a38-1f3c-11ef-8000-5e5a1c2b3d4e";
 
@@ -324,22 +324,15 @@ mod tests {
     #[actix_rt::test]
     async fn zettle_lookup_retries_server_errors_then_reports_transient() {
         let (state, config) = serve();
-        state.set_fault(ProviderKind::Zettle, Some(Fault::ServerError));
-        let result = api::lookup(
-            &testing::fast_client(),
-            &config.integrations[0],
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &config.integrations[0], PURCHASE_UUID);
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Zettle,
             PURCHASE_UUID,
+            lookup,
         )
         .await;
-        assert!(
-            matches!(result, Err(ApiError::Transient { .. })),
-            "{result:?}"
-        );
-        let attempts = u32::try_from(testing::FAST_RETRIES + 1).unwrap();
-        assert_eq!(
-            state.lookups_of(ProviderKind::Zettle, PURCHASE_UUID),
-            attempts
-        );
     }
 
     #[actix_rt::test]
