@@ -49,6 +49,19 @@ pub(crate) fn matches_any_secret(secrets: &[String], parts: &[&[u8]], claimed: &
         .any(|secret| mac(secret, parts).verify_slice(claimed).is_ok())
 }
 
+/// [`matches_any_secret`] as a verdict: `Mismatch` when no secret matches.
+pub(crate) fn verify_any_secret(
+    secrets: &[String],
+    parts: &[&[u8]],
+    claimed: &[u8],
+) -> Result<(), SignatureError> {
+    if matches_any_secret(secrets, parts, claimed) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
 /// The lowercase hex HMAC-SHA256 of `parts` under `secret`.
 pub(crate) fn sign_hex(secret: &str, parts: &[&[u8]]) -> String {
     hex::encode(mac(secret, parts).finalize().into_bytes())

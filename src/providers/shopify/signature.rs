@@ -27,11 +27,7 @@ pub fn verify(
         .ok_or(SignatureError::Missing)?;
     let claimed = hmac_sig::decode_base64_signature(header)?;
 
-    if hmac_sig::matches_any_secret(&integration.signing_secrets, &[request.body], &claimed) {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    hmac_sig::verify_any_secret(&integration.signing_secrets, &[request.body], &claimed)
 }
 
 /// The `X-Shopify-Hmac-Sha256` value Shopify would send for `body`.

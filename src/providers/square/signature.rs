@@ -37,11 +37,7 @@ pub fn verify(
     };
 
     let parts = signed_parts(notification_url, request.body);
-    if hmac_sig::matches_any_secret(&integration.signing_secrets, &parts, &signature) {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    hmac_sig::verify_any_secret(&integration.signing_secrets, &parts, &signature)
 }
 
 /// The header value Square would send for `body` delivered to

@@ -46,11 +46,7 @@ pub fn verify(
     let claimed = hmac_sig::decode_hex_signature(header)?;
     let fields = signed_fields(request.body)?;
 
-    if hmac_sig::matches_any_secret(&integration.signing_secrets, &fields.parts(), &claimed) {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    hmac_sig::verify_any_secret(&integration.signing_secrets, &fields.parts(), &claimed)
 }
 
 /// The `X-iZettle-Signature` value Zettle would send for `envelope` (the
