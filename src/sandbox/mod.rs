@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use actix_web::HttpResponse;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
@@ -180,6 +181,16 @@ impl SandboxState {
             .find(|i| i.provider == provider && i.api_token.as_deref() == Some(token))
     }
 
+    /// The integration whose API credential `request` presents as its
+    /// `Authorization: Bearer` token.
+    pub(crate) fn integration_with_bearer(
+        &self,
+        provider: ProviderKind,
+        request: &HttpRequest,
+    ) -> Option<&IntegrationConfig> {
+        bearer_token(request).and_then(|token| self.integration_with_token(provider, token))
+    }
+
     /// Records a lookup and decides the answer: a fault if one is injected
     /// for the provider, else the purchase or its absence.
     pub async fn lookup(&self, provider: ProviderKind, transaction_ref: &str) -> Lookup {
@@ -220,6 +231,15 @@ impl SandboxState {
             None => Lookup::Missing,
         }
     }
+}
+
+/// The token of the request's `Authorization: Bearer <token>` header.
+pub(crate) fn bearer_token(request: &HttpRequest) -> Option<&str> {
+    request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
 }
 
 /// Minor units as the plain decimal text providers put in their payloads

@@ -5,7 +5,6 @@
 //! Webhooks carry the amount as a decimal string and the API answers in
 //! integer minor units, so both amount forms of the format are exercised.
 
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
@@ -74,14 +73,7 @@ async fn get_transaction(
     id: web::Path<String>,
     state: web::Data<SandboxState>,
 ) -> HttpResponse {
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(integration) =
-        token.and_then(|token| state.integration_with_token(ProviderKind::Generic, token))
-    else {
+    let Some(integration) = state.integration_with_bearer(ProviderKind::Generic, &request) else {
         return HttpResponse::Unauthorized().json(json!({"error": "unauthorized"}));
     };
     let integration_id = integration.id.clone();

@@ -8,7 +8,6 @@
 //! `created_at`); an `Updated` one shows the purchase's current state, so it
 //! always orders after the `Created` one.
 
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -99,14 +98,7 @@ async fn get_payment(
     request: HttpRequest,
     payment_id: web::Path<String>,
 ) -> HttpResponse {
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(integration) =
-        token.and_then(|t| state.integration_with_token(ProviderKind::Square, t))
-    else {
+    let Some(integration) = state.integration_with_bearer(ProviderKind::Square, &request) else {
         return error(
             HttpResponse::Unauthorized(),
             "AUTHENTICATION_ERROR",

@@ -9,7 +9,6 @@
 //! dated at its `updated_at`, so it orders after the `Created` one whenever
 //! the two fall in different seconds (Stripe's clock has whole seconds).
 
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};
@@ -130,14 +129,7 @@ async fn get_object(
     kind: &str,
     render: impl Fn(&Purchase) -> Value,
 ) -> HttpResponse {
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(integration) =
-        token.and_then(|t| state.integration_with_token(ProviderKind::Stripe, t))
-    else {
+    let Some(integration) = state.integration_with_bearer(ProviderKind::Stripe, request) else {
         return error(
             HttpResponse::Unauthorized(),
             None,

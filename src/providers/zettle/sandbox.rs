@@ -27,7 +27,7 @@ use crate::providers::ProviderKind;
 use crate::providers::zettle::api::JWT_BEARER_GRANT;
 use crate::providers::zettle::decode::PURCHASE_CREATED;
 use crate::providers::zettle::signature::{self, SIGNATURE_HEADER};
-use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind};
+use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind, bearer_token};
 
 /// What the token endpoint says a token lives, in seconds.
 const TOKEN_LIFETIME_SECS: u64 = 7200;
@@ -119,12 +119,7 @@ async fn purchase(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let bearer = request
-        .headers()
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let integration = bearer.and_then(|bearer| {
+    let integration = bearer_token(&request).and_then(|bearer| {
         zettle_integrations(&state).find(|integration| issued_token(integration) == bearer)
     });
     let Some(integration) = integration else {
