@@ -118,6 +118,12 @@ impl<'a> WebhookRequest<'a> {
                 .map_err(|_| SignatureError::MalformedHeader("header is not visible ASCII")),
         }
     }
+
+    /// A header the signature scheme cannot do without: `Missing` when
+    /// absent, otherwise as [`WebhookRequest::header`].
+    pub fn required_header(&self, name: &str) -> Result<&'a str, SignatureError> {
+        self.header(name)?.ok_or(SignatureError::Missing)
+    }
 }
 
 /// Why a webhook's signature was not accepted. Each variant maps to one

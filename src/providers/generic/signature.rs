@@ -32,9 +32,7 @@ pub fn verify(
         .signature_header
         .as_deref()
         .ok_or(SignatureError::Missing)?;
-    let value = request
-        .header(header_name)?
-        .ok_or(SignatureError::Missing)?;
+    let value = request.required_header(header_name)?;
     let expected = decode_signature(value, encoding(integration))?;
 
     let timestamp = match payload_kind(integration) {
@@ -115,7 +113,7 @@ fn signed_timestamp<'a>(
         .timestamp_header
         .as_deref()
         .ok_or(SignatureError::Missing)?;
-    let text = request.header(name)?.ok_or(SignatureError::Missing)?;
+    let text = request.required_header(name)?;
     let digits_only = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     if !digits_only || text.len() > MAX_TIMESTAMP_DIGITS {
         return Err(SignatureError::MalformedHeader(

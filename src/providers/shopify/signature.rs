@@ -22,9 +22,7 @@ pub fn verify(
     integration: &IntegrationConfig,
     request: &WebhookRequest<'_>,
 ) -> Result<(), SignatureError> {
-    let header = request
-        .header(SIGNATURE_HEADER)?
-        .ok_or(SignatureError::Missing)?;
+    let header = request.required_header(SIGNATURE_HEADER)?;
     let claimed = hmac_sig::decode_base64_signature(header)?;
 
     hmac_sig::verify_any_secret(&integration.signing_secrets, &[request.body], &claimed)

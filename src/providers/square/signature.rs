@@ -26,9 +26,7 @@ pub fn verify(
     integration: &IntegrationConfig,
     request: &WebhookRequest<'_>,
 ) -> Result<(), SignatureError> {
-    let header = request
-        .header(SIGNATURE_HEADER)?
-        .ok_or(SignatureError::Missing)?;
+    let header = request.required_header(SIGNATURE_HEADER)?;
     let signature = hmac_sig::decode_base64_signature(header.trim())?;
     // Config validation requires the URL for Square; without one nothing can
     // have been signed for this integration.

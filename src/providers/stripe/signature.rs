@@ -38,9 +38,7 @@ pub fn verify(
     request: &WebhookRequest<'_>,
     now: DateTime<Utc>,
 ) -> Result<(), SignatureError> {
-    let header = request
-        .header(SIGNATURE_HEADER)?
-        .ok_or(SignatureError::Missing)?;
+    let header = request.required_header(SIGNATURE_HEADER)?;
     let parsed = parse_header(header)?;
 
     // A header with only `v0` (or another scheme) is well-formed but carries

@@ -40,9 +40,7 @@ pub fn verify(
     integration: &IntegrationConfig,
     request: &WebhookRequest<'_>,
 ) -> Result<(), SignatureError> {
-    let header = request
-        .header(SIGNATURE_HEADER)?
-        .ok_or(SignatureError::Missing)?;
+    let header = request.required_header(SIGNATURE_HEADER)?;
     let claimed = hmac_sig::decode_hex_signature(header)?;
     let fields = signed_fields(request.body)?;
 
