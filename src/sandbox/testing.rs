@@ -34,6 +34,28 @@ pub(crate) fn integration_of(config: &Config, provider: ProviderKind) -> Integra
         .clone()
 }
 
+/// The demo integration of `provider`, signing with `secrets`.
+pub(crate) fn integration_with_secrets(
+    provider: ProviderKind,
+    secrets: &[&str],
+) -> IntegrationConfig {
+    let mut integration = integration_of(&demo_config(), provider);
+    integration.signing_secrets = secrets.iter().map(|s| s.to_string()).collect();
+    integration
+}
+
+/// Request headers holding `value` under `name`, or no headers at all.
+pub(crate) fn headers_with(name: &'static str, value: Option<&[u8]>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(value) = value {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_bytes(value).unwrap(),
+        );
+    }
+    headers
+}
+
 /// An API client with a short timeout that retries [`FAST_RETRIES`] times
 /// with millisecond backoff, so failure paths are quick to test.
 pub(crate) fn fast_client() -> ApiClient {

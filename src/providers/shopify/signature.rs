@@ -35,14 +35,13 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
 
     use super::*;
-    use crate::config::Config;
     use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     const SECRET: &str = "demo-shopify-client-secret";
     const BODY: &[u8] = br#"{"id":9007199254740993,"total_price":"149.50","currency":"SEK"}"#;
@@ -52,37 +51,15 @@ mod tests {
     //   hashlib.sha256).digest()).decode())'
     const BODY_SIGNATURE: &str = "a++fC0Qw8pzWtW/wm2EdC8TYFSSfdz8Ep0n65+LNxcY=";
 
-    fn integration(secrets: &[&str]) -> IntegrationConfig {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let config = Config::from_toml(&text).unwrap();
-        let mut integration = config
-            .integrations
-            .into_iter()
-            .find(|i| i.provider == ProviderKind::Shopify)
-            .unwrap();
-        integration.signing_secrets = secrets.iter().map(|s| s.to_string()).collect();
-        integration
-    }
-
-    fn headers(value: Option<&[u8]>) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = value {
-            headers.insert(
-                HeaderName::from_static(SIGNATURE_HEADER),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
-        }
-        headers
-    }
-
     fn check(secrets: &[&str], header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
-        let headers = headers(header);
+        let headers = testing::headers_with(SIGNATURE_HEADER, header);
         let request = WebhookRequest {
             headers: &headers,
             body,
             query: "",
         };
-        verify(&integration(secrets), &request)
+        let integration = testing::integration_with_secrets(ProviderKind::Shopify, secrets);
+        verify(&integration, &request)
     }
 
     #[test]

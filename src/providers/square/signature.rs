@@ -51,13 +51,13 @@ fn signed_parts<'a>(notification_url: &'a str, body: &'a [u8]) -> [&'a [u8]; 2] 
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD as BASE64;
 
     use super::*;
-    use crate::config::Config;
+    use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     const URL: &str = "https://kvitto.example.se/webhooks/square/demo-square";
     const KEY: &str = "demo-square-signature-key";
@@ -73,27 +73,9 @@ mod tests {
     const BODY_SIGNATURE: &str = "ICmCkbYuX1L/rZW/N/orD/JwGLjl/TIMFhLhoxmcsKc=";
 
     fn integration(secrets: &[&str]) -> IntegrationConfig {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let config = Config::from_toml(&text).unwrap();
-        let mut integration = config
-            .integrations
-            .into_iter()
-            .find(|i| i.id == "demo-square")
-            .unwrap();
-        integration.signing_secrets = secrets.iter().map(|s| s.to_string()).collect();
+        let mut integration = testing::integration_with_secrets(ProviderKind::Square, secrets);
         integration.notification_url = Some(URL.to_string());
         integration
-    }
-
-    fn headers(value: Option<&[u8]>) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = value {
-            headers.insert(
-                HeaderName::from_static(SIGNATURE_HEADER),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
-        }
-        headers
     }
 
     fn check(
@@ -101,7 +83,7 @@ mod tests {
         header: Option<&[u8]>,
         body: &[u8],
     ) -> Result<(), SignatureError> {
-        let headers = headers(header);
+        let headers = testing::headers_with(SIGNATURE_HEADER, header);
         verify(
             integration,
             &WebhookRequest {

@@ -108,11 +108,11 @@ fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SignatureError> {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
     use chrono::TimeZone;
 
     use super::*;
-    use crate::config::Config;
+    use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     const SECRET: &str = "whsec_demo_stripe_endpoint_secret";
     const TIMESTAMP: i64 = 1_700_000_000;
@@ -127,14 +127,7 @@ mod tests {
     const BODY_V1: &str = "748016b077d6b2dae2daa4c1df7fb5c971e69f7c0d9354601c40501b246bf023";
 
     fn integration(secrets: &[&str]) -> IntegrationConfig {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let config = Config::from_toml(&text).unwrap();
-        let mut integration = config
-            .integrations
-            .into_iter()
-            .find(|i| i.id == "demo-stripe")
-            .unwrap();
-        integration.signing_secrets = secrets.iter().map(|s| s.to_string()).collect();
+        let mut integration = testing::integration_with_secrets(ProviderKind::Stripe, secrets);
         integration.timestamp_tolerance_secs = 300;
         integration
     }
@@ -149,13 +142,7 @@ mod tests {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<(), SignatureError> {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = header {
-            headers.insert(
-                HeaderName::from_static(SIGNATURE_HEADER),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
-        }
+        let headers = testing::headers_with(SIGNATURE_HEADER, header);
         verify(
             integration,
             &WebhookRequest {

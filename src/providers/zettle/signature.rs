@@ -61,11 +61,10 @@ fn signed_fields(envelope: &[u8]) -> Result<SignedFields, SignatureError> {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
     use super::*;
-    use crate::config::Config;
     use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     const KEY: &str = "demo-zettle-signing-key";
     const ENVELOPE: &str = r#"{"organizationUuid":"ab2c8f4e-1b7a-11ef-9a3b-0242ac120002","messageUuid":"6a4b1a52-2d1c-4a0b-9d89-cc1e0b9b2f10","eventName":"PurchaseCreated","messageId":"3f1d7f1e0c7a4a66","payload":"{\"purchaseUUID1\":\"0d6f1a38-1f3c-11ef-8000-5e5a1c2b3d4e\",\"amount\":14950,\"currency\":\"SEK\"}","timestamp":"2026-03-14T09:15:31.123Z"}"#;
@@ -76,32 +75,15 @@ mod tests {
     const ENVELOPE_SIGNATURE: &str =
         "05c5a6bc178cc61bc01a8ceaabb90b47c4f5544005b089417b5cd2be5ee49a6c";
 
-    fn integration(secrets: &[&str]) -> IntegrationConfig {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let config = Config::from_toml(&text).unwrap();
-        let mut integration = config
-            .integrations
-            .into_iter()
-            .find(|i| i.provider == ProviderKind::Zettle)
-            .unwrap();
-        integration.signing_secrets = secrets.iter().map(|s| s.to_string()).collect();
-        integration
-    }
-
     fn check(secrets: &[&str], header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = header {
-            headers.insert(
-                HeaderName::from_static(SIGNATURE_HEADER),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
-        }
+        let headers = testing::headers_with(SIGNATURE_HEADER, header);
         let request = WebhookRequest {
             headers: &headers,
             body,
             query: "",
         };
-        verify(&integration(secrets), &request)
+        let integration = testing::integration_with_secrets(ProviderKind::Zettle, secrets);
+        verify(&integration, &request)
     }
 
     fn valid(body: &str) -> Result<(), SignatureError> {
