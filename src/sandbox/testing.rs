@@ -11,7 +11,8 @@ use actix_web::{App, HttpServer, web};
 
 use crate::config::{Config, IntegrationConfig, ProcessingConfig};
 use crate::providers::{
-    self, ApiClient, ApiError, Claim, EventAction, ProviderKind, ProviderTruth, RawDelivery,
+    self, ApiClient, ApiError, Claim, DecodeError, DecodedEvent, EventAction, ProviderKind,
+    ProviderTruth, RawDelivery,
 };
 use crate::sandbox::{Fault, SandboxState, SandboxWebhook};
 
@@ -121,21 +122,31 @@ pub(crate) fn header_map(webhook: &SandboxWebhook) -> HeaderMap {
     headers
 }
 
-/// Decodes the webhook's body (without headers) as `provider` and returns
-/// the purchase it claims, after checking its event id.
-pub(crate) fn claim_of(provider: ProviderKind, webhook: &SandboxWebhook) -> Claim {
-    let event = providers::decode(
-        provider,
-        &RawDelivery {
-            body: &webhook.body,
-            headers: &[],
-            query: "",
-        },
-    )
-    .unwrap();
-    assert_eq!(event.event_id, webhook.event_id);
+/// Decodes `body`, delivered without headers or query, as `provider`.
+pub(crate) fn decode_body(
+    provider: ProviderKind,
+    body: &[u8],
+) -> Result<DecodedEvent, DecodeError> {
+    let delivery = RawDelivery {
+        body,
+        headers: &[],
+        query: "",
+    };
+    providers::decode(provider, &delivery)
+}
+
+/// The purchase `event` claims; panics on any other action.
+pub(crate) fn purchase_claim(event: DecodedEvent) -> Claim {
     match event.action {
         EventAction::Purchase(claim) => claim,
         other => panic!("expected a purchase, got {other:?}"),
     }
+}
+
+/// Decodes the webhook's body (without headers) as `provider` and returns
+/// the purchase it claims, after checking its event id.
+pub(crate) fn claim_of(provider: ProviderKind, webhook: &SandboxWebhook) -> Claim {
+    let event = decode_body(provider, &webhook.body).unwrap();
+    assert_eq!(event.event_id, webhook.event_id);
+    purchase_claim(event)
 }
