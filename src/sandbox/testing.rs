@@ -1,7 +1,8 @@
-//! What the provider sandbox tests share: the demo configuration, a sandbox
-//! serving one provider's routes on a free loopback port, an API client that
-//! gives up quickly, and the reading of a sandbox webhook back as a request
-//! or a claim.
+//! What the provider tests share (test builds only): the demo configuration
+//! and integrations with chosen secrets, a sandbox serving one provider's
+//! routes on a free loopback port, an API client that gives up quickly, and
+//! the reading of a webhook back as request headers, a decoded event or a
+//! claim.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

@@ -193,11 +193,12 @@ fn graphql_order(purchase: &Purchase) -> Value {
         .iter()
         .map(|item| {
             let (quantity, unit_minor) = shopify_quantity(item);
+            let unit_price = decimal_amount(unit_minor, &purchase.currency);
             json!({
                 "title": item.name,
                 "quantity": quantity,
                 "sku": item.sku,
-                "originalUnitPriceSet": { "shopMoney": { "amount": decimal_amount(unit_minor, &purchase.currency) } },
+                "originalUnitPriceSet": { "shopMoney": { "amount": unit_price } },
             })
         })
         .collect();
