@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::RETRY_AFTER;
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::config::{IntegrationConfig, ProcessingConfig};
@@ -67,6 +67,23 @@ impl ApiError {
 struct CachedToken {
     token: String,
     refresh_at: Instant,
+}
+
+/// `api_base` with `segments` appended, each percent-encoded as one path
+/// segment: ids come from untrusted webhooks and must never reach another
+/// endpoint. `.` and `..` are not encoded away, so callers refuse them.
+pub(crate) fn api_url(
+    provider: ProviderKind,
+    api_base: &str,
+    segments: &[&str],
+) -> Result<Url, ApiError> {
+    let mut url = Url::parse(api_base)
+        .map_err(|e| ApiError::permanent(format!("{provider} api_base_url: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|_| ApiError::permanent(format!("{provider} api_base_url cannot take a path")))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
 }
 
 pub struct ApiClient {

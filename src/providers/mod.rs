@@ -17,6 +17,7 @@
 
 pub mod api_client;
 pub mod generic;
+pub(crate) mod hmac_sig;
 pub mod klarna;
 pub mod shopify;
 pub mod square;
@@ -116,6 +117,12 @@ impl<'a> WebhookRequest<'a> {
                 .map(Some)
                 .map_err(|_| SignatureError::MalformedHeader("header is not visible ASCII")),
         }
+    }
+
+    /// A header the signature scheme cannot do without: `Missing` when
+    /// absent, otherwise as [`WebhookRequest::header`].
+    pub fn required_header(&self, name: &str) -> Result<&'a str, SignatureError> {
+        self.header(name)?.ok_or(SignatureError::Missing)
     }
 }
 

@@ -14,16 +14,21 @@ pub mod generate;
 pub mod send;
 pub mod server;
 pub mod simulate;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use actix_web::HttpResponse;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 
 use crate::canonical::{LineItem, PaymentState};
 use crate::config::{Config, IntegrationConfig};
+use crate::money;
 use crate::providers::ProviderKind;
 
 /// One purchase the sandbox plays: what the provider's API answers about it.
@@ -176,6 +181,16 @@ impl SandboxState {
             .find(|i| i.provider == provider && i.api_token.as_deref() == Some(token))
     }
 
+    /// The integration whose API credential `request` presents as its
+    /// `Authorization: Bearer` token.
+    pub(crate) fn integration_with_bearer(
+        &self,
+        provider: ProviderKind,
+        request: &HttpRequest,
+    ) -> Option<&IntegrationConfig> {
+        bearer_token(request).and_then(|token| self.integration_with_token(provider, token))
+    }
+
     /// Records a lookup and decides the answer: a fault if one is injected
     /// for the provider, else the purchase or its absence.
     pub async fn lookup(&self, provider: ProviderKind, transaction_ref: &str) -> Lookup {
@@ -215,5 +230,39 @@ impl SandboxState {
             }
             None => Lookup::Missing,
         }
+    }
+}
+
+/// The token of the request's `Authorization: Bearer <token>` header.
+pub(crate) fn bearer_token(request: &HttpRequest) -> Option<&str> {
+    request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+}
+
+/// Minor units as the plain decimal text providers put in their payloads
+/// (`14950` SEK is `"149.50"`), in the currency's own exponent. Unlike
+/// [`money::format_minor`], an unknown currency gets two decimals, the most
+/// common exponent, since the sandbox must still send a plausible amount.
+pub(crate) fn decimal_amount(amount_minor: i64, currency: &str) -> String {
+    let exponent = money::exponent(currency).unwrap_or(2);
+    Decimal::new(amount_minor, exponent).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_amounts_render_in_the_currency_exponent() {
+        assert_eq!(decimal_amount(14950, "SEK"), "149.50");
+        assert_eq!(decimal_amount(5, "SEK"), "0.05");
+        assert_eq!(decimal_amount(-1230, "SEK"), "-12.30");
+        assert_eq!(decimal_amount(1500, "JPY"), "1500");
+        assert_eq!(decimal_amount(1234, "KWD"), "1.234");
+        assert_eq!(decimal_amount(1234, "XXQ"), "12.34");
+        assert_eq!(decimal_amount(i64::MIN, "SEK"), "-92233720368547758.08");
     }
 }

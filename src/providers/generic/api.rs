@@ -8,6 +8,7 @@ use reqwest::Url;
 
 use super::decode::TransactionBody;
 use crate::config::IntegrationConfig;
+use crate::providers::api_client::api_url;
 use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
 
 const ENDPOINT_TRANSACTIONS_GET: &str = "transactions.get";
@@ -50,14 +51,11 @@ fn transaction_url(api_base: &str, transaction_ref: &str) -> Result<Url, ApiErro
     if matches!(transaction_ref, "" | "." | "..") {
         return Err(ApiError::NotFound);
     }
-    let mut url = Url::parse(api_base)
-        .map_err(|e| ApiError::permanent(format!("api_base_url is not a URL: {e}")))?;
-    url.path_segments_mut()
-        .map_err(|_| ApiError::permanent("api_base_url cannot take a path"))?
-        .pop_if_empty()
-        .push("transactions")
-        .push(transaction_ref);
-    Ok(url)
+    api_url(
+        ProviderKind::Generic,
+        api_base,
+        &["transactions", transaction_ref],
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! Webhooks carry the amount as a decimal string and the API answers in
 //! integer minor units, so both amount forms of the format are exercised.
 
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
@@ -14,9 +13,8 @@ use serde_json::{Value, json};
 use super::decode::{TRANSACTION_CREATED, TRANSACTION_UPDATED};
 use super::signature;
 use crate::config::{IntegrationConfig, SignedPayload};
-use crate::money;
 use crate::providers::ProviderKind;
-use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind};
+use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind, decimal_amount};
 
 /// Hex digits in a generated transaction id.
 const TRANSACTION_REF_HEX_DIGITS: usize = 24;
@@ -75,14 +73,7 @@ async fn get_transaction(
     id: web::Path<String>,
     state: web::Data<SandboxState>,
 ) -> HttpResponse {
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(integration) =
-        token.and_then(|token| state.integration_with_token(ProviderKind::Generic, token))
-    else {
+    let Some(integration) = state.integration_with_bearer(ProviderKind::Generic, &request) else {
         return HttpResponse::Unauthorized().json(json!({"error": "unauthorized"}));
     };
     let integration_id = integration.id.clone();
@@ -112,7 +103,7 @@ fn transaction_json(purchase: &Purchase, form: AmountForm) -> Value {
         .line_items
         .iter()
         .map(|item| {
-            let unit_price = minor_to_decimal(item.unit_price_minor.unwrap_or(0), &purchase.currency);
+            let unit_price = decimal_amount(item.unit_price_minor.unwrap_or(0), &purchase.currency);
             let mut line = json!({"name": item.name, "quantity": quantity_json(&item.quantity), "unit_price": unit_price});
             if let (Some(sku), Value::Object(fields)) = (&item.sku, &mut line) {
                 fields.insert("sku".into(), json!(sku));
@@ -133,7 +124,7 @@ fn transaction_json(purchase: &Purchase, form: AmountForm) -> Value {
         match form {
             AmountForm::Decimal => fields.insert(
                 "amount".into(),
-                json!(minor_to_decimal(purchase.amount_minor, &purchase.currency)),
+                json!(decimal_amount(purchase.amount_minor, &purchase.currency)),
             ),
             AmountForm::Minor => fields.insert("amount_minor".into(), json!(purchase.amount_minor)),
         };
@@ -150,45 +141,18 @@ fn quantity_json(quantity: &str) -> Value {
         .unwrap_or_else(|_| json!(quantity))
 }
 
-/// `14950` öre as `"149.50"`, in the currency's own exponent.
-pub(crate) fn minor_to_decimal(amount_minor: i64, currency: &str) -> String {
-    let exponent = money::exponent(currency).unwrap_or(2);
-    let sign = if amount_minor < 0 { "-" } else { "" };
-    let magnitude = amount_minor.unsigned_abs();
-    if exponent == 0 {
-        return format!("{sign}{magnitude}");
-    }
-    let scale = 10_u64.pow(exponent);
-    let width = exponent as usize;
-    format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::config::ProcessingConfig;
-    use crate::providers::generic::{api, decode, fixtures};
-    use crate::providers::{
-        ApiClient, ApiError, EventAction, RawDelivery, SignatureError, WebhookRequest,
-    };
-    use crate::sandbox::{Fault, generate, server};
 
-    fn fast_client() -> ApiClient {
-        let processing = ProcessingConfig {
-            api_timeout_ms: 2_000,
-            api_max_retries: 2,
-            api_min_backoff_ms: 1,
-            api_max_backoff_ms: 5,
-            ..ProcessingConfig::default()
-        };
-        ApiClient::try_new(&processing).unwrap()
-    }
+    use crate::providers::generic::{api, decode, fixtures};
+    use crate::providers::{ApiError, EventAction, RawDelivery, SignatureError, WebhookRequest};
+    use crate::sandbox::{generate, server, testing};
 
     /// A running sandbox holding one purchase of the timestamped integration,
     /// and that integration pointed at the sandbox.
@@ -217,21 +181,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn minor_units_render_in_the_currency_exponent() {
-        assert_eq!(minor_to_decimal(14950, "SEK"), "149.50");
-        assert_eq!(minor_to_decimal(5, "SEK"), "0.05");
-        assert_eq!(minor_to_decimal(-1230, "SEK"), "-12.30");
-        assert_eq!(minor_to_decimal(1500, "JPY"), "1500");
-        assert_eq!(minor_to_decimal(1234, "KWD"), "1.234");
-    }
-
     #[actix_rt::test]
     async fn generic_lookup_round_trips_through_the_sandbox() {
         let (state, handle, integration, purchase) = sandbox().await;
-        let truth = api::lookup(&fast_client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap();
+        let truth = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await
+        .unwrap();
 
         assert_eq!(truth.transaction_ref, purchase.transaction_ref);
         assert_eq!(truth.amount_minor, purchase.amount_minor);
@@ -252,7 +211,12 @@ mod tests {
     async fn generic_lookup_with_wrong_token_is_permanent() {
         let (_state, handle, mut integration, purchase) = sandbox().await;
         integration.api_token = Some("not-the-token".into());
-        let error = api::lookup(&fast_client(), &integration, &purchase.transaction_ref).await;
+        let error = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await;
         assert!(matches!(error, Err(ApiError::Permanent(_))), "{error:?}");
         handle.stop(true).await;
     }
@@ -260,7 +224,7 @@ mod tests {
     #[actix_rt::test]
     async fn generic_lookup_of_unknown_or_foreign_transaction_is_not_found() {
         let (_state, handle, integration, purchase) = sandbox().await;
-        let client = fast_client();
+        let client = testing::fast_client();
         let missing = api::lookup(&client, &integration, "txn_unknown").await;
         assert_eq!(missing, Err(ApiError::NotFound));
 
@@ -275,29 +239,16 @@ mod tests {
     #[actix_rt::test]
     async fn generic_lookup_during_server_errors_is_transient_after_retries() {
         let (state, handle, integration, purchase) = sandbox().await;
-        state.set_fault(ProviderKind::Generic, Some(Fault::ServerError));
-        let error = api::lookup(&fast_client(), &integration, &purchase.transaction_ref).await;
-        assert!(
-            matches!(error, Err(ApiError::Transient { .. })),
-            "{error:?}"
-        );
-        // The first attempt and both retries reached the sandbox.
-        assert_eq!(
-            state.lookups_of(ProviderKind::Generic, &purchase.transaction_ref),
-            3
-        );
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, &purchase.transaction_ref);
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Generic,
+            &purchase.transaction_ref,
+            lookup,
+        )
+        .await;
         handle.stop(true).await;
-    }
-
-    fn header_map(webhook: &SandboxWebhook) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &webhook.headers {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        headers
     }
 
     #[test]
@@ -314,7 +265,7 @@ mod tests {
                     webhook.path_and_query,
                     format!("/webhooks/generic/{}", integration.id)
                 );
-                let headers = header_map(&webhook);
+                let headers = testing::header_map(&webhook);
                 let request = WebhookRequest {
                     headers: &headers,
                     body: &webhook.body,
@@ -353,7 +304,7 @@ mod tests {
         let second = webhook(&integration, &purchase, WebhookKind::Created, now);
         assert_ne!(first.event_id, second.event_id);
 
-        let headers = header_map(&first);
+        let headers = testing::header_map(&first);
         let request = WebhookRequest {
             headers: &headers,
             body: &first.body,

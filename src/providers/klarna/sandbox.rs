@@ -215,14 +215,13 @@ mod tests {
 
     use super::*;
     use crate::canonical::LineItem;
-    use crate::config::{Config, ProcessingConfig};
+    use crate::config::Config;
     use crate::providers::klarna::{api, decode};
-    use crate::providers::{ApiClient, ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
-    use crate::sandbox::Fault;
+    use crate::providers::{ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
+    use crate::sandbox::testing;
 
     fn demo_config(api_base_url: &str) -> Config {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let mut config = Config::from_toml(&text).unwrap();
+        let mut config = testing::demo_config();
         for integration in &mut config.integrations {
             if integration.provider == ProviderKind::Klarna {
                 integration.api_base_url = Some(api_base_url.into());
@@ -232,12 +231,7 @@ mod tests {
     }
 
     fn klarna_integration(config: &Config) -> IntegrationConfig {
-        config
-            .integrations
-            .iter()
-            .find(|i| i.provider == ProviderKind::Klarna)
-            .unwrap()
-            .clone()
+        testing::integration_of(config, ProviderKind::Klarna)
     }
 
     fn line(name: &str, quantity: &str, unit: i64, sku: Option<&str>) -> LineItem {
@@ -273,37 +267,14 @@ mod tests {
 
     /// A sandbox serving the Klarna routes on a free port.
     fn serve(purchase: Option<Purchase>) -> (web::Data<SandboxState>, IntegrationConfig) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let config = demo_config(&format!("http://{address}/klarna"));
-        let integration = klarna_integration(&config);
-        let state = web::Data::new(SandboxState::new(config));
+        let (state, _) = testing::serve(routes, |address| {
+            demo_config(&format!("http://{address}/klarna"))
+        });
         if let Some(purchase) = purchase {
             state.insert(purchase);
         }
-        let app_state = state.clone();
-        let server = actix_web::HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(app_state.clone())
-                .configure(routes)
-        })
-        .workers(1)
-        .listen(listener)
-        .unwrap()
-        .run();
-        actix_rt::spawn(server);
+        let integration = klarna_integration(&state.config);
         (state, integration)
-    }
-
-    fn client() -> ApiClient {
-        let config = ProcessingConfig {
-            api_timeout_ms: 2_000,
-            api_max_retries: 2,
-            api_min_backoff_ms: 1,
-            api_max_backoff_ms: 5,
-            ..ProcessingConfig::default()
-        };
-        ApiClient::try_new(&config).unwrap()
     }
 
     fn demo_purchase() -> (IntegrationConfig, Purchase) {
@@ -358,9 +329,13 @@ mod tests {
     async fn klarna_lookup_through_the_sandbox_matches_the_purchase_and_acknowledges() {
         let (_, purchase) = demo_purchase();
         let (state, integration) = serve(Some(purchase.clone()));
-        let truth = api::lookup(&client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap();
+        let truth = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await
+        .unwrap();
         assert_eq!(truth.transaction_ref, purchase.transaction_ref);
         assert_eq!(truth.amount_minor, purchase.amount_minor);
         assert_eq!(truth.currency, purchase.currency);
@@ -381,7 +356,7 @@ mod tests {
         purchase.transaction_ref = "0b7d2c1e-4f5a-4c3b-9e8d-7a6b5c4d3e2f".into();
         purchase.state = PaymentState::Refunded;
         let (state, integration) = serve(Some(purchase.clone()));
-        let client = client();
+        let client = testing::fast_client();
         let truth = api::lookup(&client, &integration, &purchase.transaction_ref)
             .await
             .unwrap();
@@ -401,15 +376,23 @@ mod tests {
         purchase.transaction_ref = "7c0e8f51-2b9d-4a63-8c1e-5f4d3b2a1908".into();
         let (_state, mut integration) = serve(Some(purchase.clone()));
         integration.api_password = Some("not-the-password".into());
-        let error = api::lookup(&client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap_err();
+        let error = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, ApiError::Permanent(_)), "{error:?}");
         assert_eq!(acknowledgements_of(&purchase.transaction_ref), 0);
         integration.api_password = None;
-        let error = api::lookup(&client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap_err();
+        let error = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, ApiError::Permanent(_)), "{error:?}");
     }
 
@@ -417,7 +400,7 @@ mod tests {
     async fn klarna_unknown_order_is_not_found() {
         let (_state, integration) = serve(None);
         let order_id = "3e1f7a9c-0d2b-4e6f-8a1c-9b7d5e3f1a20";
-        let error = api::lookup(&client(), &integration, order_id)
+        let error = api::lookup(&testing::fast_client(), &integration, order_id)
             .await
             .unwrap_err();
         assert_eq!(error, ApiError::NotFound);
@@ -428,7 +411,9 @@ mod tests {
     async fn klarna_lookup_refuses_a_malformed_order_id_without_calling_klarna() {
         let (state, integration) = serve(None);
         for bad in ["../admin", "a b", ""] {
-            let error = api::lookup(&client(), &integration, bad).await.unwrap_err();
+            let error = api::lookup(&testing::fast_client(), &integration, bad)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(error, ApiError::Permanent(_)),
                 "{bad:?}: {error:?}"
@@ -442,15 +427,15 @@ mod tests {
         let (_, mut purchase) = demo_purchase();
         purchase.transaction_ref = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d".into();
         let (state, integration) = serve(Some(purchase.clone()));
-        state.set_fault(ProviderKind::Klarna, Some(Fault::ServerError));
-        let error = api::lookup(&client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap_err();
-        assert!(error.is_transient(), "{error:?}");
-        assert_eq!(
-            state.lookups_of(ProviderKind::Klarna, &purchase.transaction_ref),
-            3
-        );
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, &purchase.transaction_ref);
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Klarna,
+            &purchase.transaction_ref,
+            lookup,
+        )
+        .await;
         assert_eq!(acknowledgements_of(&purchase.transaction_ref), 0);
     }
 
@@ -482,9 +467,13 @@ mod tests {
         .run();
         actix_rt::spawn(server);
         let integration = klarna_integration(&demo_config(&format!("http://{address}/klarna")));
-        let error = api::lookup(&client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap_err();
+        let error = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await
+        .unwrap_err();
         assert!(error.is_transient(), "{error:?}");
         assert!(error.to_string().contains("acknowledging"), "{error}");
     }

@@ -12,19 +12,17 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
-use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use crate::canonical::PaymentState;
 use crate::config::IntegrationConfig;
-use crate::money;
 use crate::providers::ProviderKind;
 use crate::providers::shopify::api::{
     ACCESS_TOKEN_HEADER, API_VERSION, LOCATION_GID_PREFIX, ORDER_GID_PREFIX,
 };
 use crate::providers::shopify::decode::{TOPIC_HEADER, WEBHOOK_ID_HEADER};
 use crate::providers::shopify::signature::{self, SIGNATURE_HEADER};
-use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind};
+use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind, decimal_amount};
 
 /// Shopify's 401 body for an unknown access token.
 const INVALID_TOKEN_BODY: &str =
@@ -149,7 +147,7 @@ fn order_body(purchase: &Purchase) -> Value {
         .parse::<u64>()
         .map(Value::from)
         .unwrap_or_else(|_| purchase.location_ref.clone().into());
-    let total = decimal(purchase.amount_minor, &purchase.currency);
+    let total = decimal_amount(purchase.amount_minor, &purchase.currency);
     let lines: Vec<Value> = purchase
         .line_items
         .iter()
@@ -161,7 +159,7 @@ fn order_body(purchase: &Purchase) -> Value {
                 "title": item.name,
                 "name": item.name,
                 "quantity": quantity,
-                "price": decimal(unit_minor, &purchase.currency),
+                "price": decimal_amount(unit_minor, &purchase.currency),
                 "sku": item.sku,
                 "taxable": true,
             })
@@ -176,7 +174,7 @@ fn order_body(purchase: &Purchase) -> Value {
         "presentment_currency": purchase.currency,
         "total_price": total,
         "subtotal_price": total,
-        "total_tax": decimal(purchase.amount_minor / 5, &purchase.currency),
+        "total_tax": decimal_amount(purchase.amount_minor / 5, &purchase.currency),
         "total_price_set": {
             "shop_money": { "amount": total, "currency_code": purchase.currency },
             "presentment_money": { "amount": total, "currency_code": purchase.currency },
@@ -195,11 +193,12 @@ fn graphql_order(purchase: &Purchase) -> Value {
         .iter()
         .map(|item| {
             let (quantity, unit_minor) = shopify_quantity(item);
+            let unit_price = decimal_amount(unit_minor, &purchase.currency);
             json!({
                 "title": item.name,
                 "quantity": quantity,
                 "sku": item.sku,
-                "originalUnitPriceSet": { "shopMoney": { "amount": decimal(unit_minor, &purchase.currency) } },
+                "originalUnitPriceSet": { "shopMoney": { "amount": unit_price } },
             })
         })
         .collect();
@@ -210,7 +209,7 @@ fn graphql_order(purchase: &Purchase) -> Value {
         "displayFinancialStatus": financial_status(purchase.state).to_ascii_uppercase(),
         "totalPriceSet": {
             "shopMoney": {
-                "amount": decimal(purchase.amount_minor, &purchase.currency),
+                "amount": decimal_amount(purchase.amount_minor, &purchase.currency),
                 "currencyCode": purchase.currency,
             },
         },
@@ -238,12 +237,6 @@ fn shopify_quantity(item: &crate::canonical::LineItem) -> (u64, i64) {
     }
 }
 
-/// Minor units as Shopify's decimal string (`14950` SEK is `"149.50"`).
-fn decimal(minor: i64, currency: &str) -> String {
-    let exponent = money::exponent(currency).unwrap_or(2);
-    Decimal::new(minor, exponent).to_string()
-}
-
 /// Shopify renders times in the shop's zone with its offset.
 fn local_time(time: DateTime<Utc>) -> String {
     time.with_timezone(&chrono_tz::Europe::Stockholm)
@@ -252,21 +245,15 @@ fn local_time(time: DateTime<Utc>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::TcpListener;
-
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-    use actix_web::{App, HttpServer};
     use chrono::TimeZone;
     use rand::SeedableRng;
 
     use super::*;
     use crate::canonical::LineItem;
-    use crate::config::{Config, ProcessingConfig};
+    use crate::config::Config;
     use crate::providers::shopify::{api, decode};
-    use crate::providers::{ApiClient, ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
-    use crate::sandbox::Fault;
-
-    const MAX_RETRIES: usize = 2;
+    use crate::providers::{ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
+    use crate::sandbox::testing;
 
     fn config(api_base_url: &str) -> Config {
         let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
@@ -305,37 +292,19 @@ mod tests {
 
     /// A sandbox serving Shopify's API on a free port, holding one purchase.
     fn serve(transaction_ref: &str) -> (web::Data<SandboxState>, Config) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}/shopify", listener.local_addr().unwrap());
-        let config = config(&base);
-        let state = web::Data::new(SandboxState::new(config.clone()));
+        let (state, _) = testing::serve(routes, |address| {
+            config(&format!("http://{address}/shopify"))
+        });
+        let config = state.config.clone();
         state.insert(purchase(&config.integrations[0].id, transaction_ref));
-        let app_state = state.clone();
-        let server =
-            HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-                .workers(1)
-                .listen(listener)
-                .unwrap()
-                .run();
-        actix_rt::spawn(server);
         (state, config)
-    }
-
-    fn client() -> ApiClient {
-        ApiClient::try_new(&ProcessingConfig {
-            api_max_retries: MAX_RETRIES,
-            api_min_backoff_ms: 1,
-            api_max_backoff_ms: 5,
-            ..ProcessingConfig::default()
-        })
-        .unwrap()
     }
 
     #[actix_rt::test]
     async fn shopify_lookup_through_sandbox_matches_purchase() {
         let order_id = FIRST_ID_PAST_FLOAT.to_string();
         let (_state, config) = serve(&order_id);
-        let truth = api::lookup(&client(), &config.integrations[0], &order_id)
+        let truth = api::lookup(&testing::fast_client(), &config.integrations[0], &order_id)
             .await
             .unwrap();
 
@@ -356,7 +325,12 @@ mod tests {
     #[actix_rt::test]
     async fn shopify_lookup_of_unknown_order_is_not_found() {
         let (_state, config) = serve("5123456789012");
-        let result = api::lookup(&client(), &config.integrations[0], "5123456789013").await;
+        let result = api::lookup(
+            &testing::fast_client(),
+            &config.integrations[0],
+            "5123456789013",
+        )
+        .await;
         assert_eq!(result, Err(ApiError::NotFound));
     }
 
@@ -365,31 +339,29 @@ mod tests {
         let (_state, config) = serve("5123456789012");
         let mut integration = config.integrations[0].clone();
         integration.api_token = Some("shpat_wrong".to_string());
-        let result = api::lookup(&client(), &integration, "5123456789012").await;
+        let result = api::lookup(&testing::fast_client(), &integration, "5123456789012").await;
         assert!(matches!(result, Err(ApiError::Permanent(_))), "{result:?}");
     }
 
     #[actix_rt::test]
     async fn shopify_lookup_retries_server_errors_then_reports_transient() {
         let (state, config) = serve("5123456789012");
-        state.set_fault(ProviderKind::Shopify, Some(Fault::ServerError));
-        let result = api::lookup(&client(), &config.integrations[0], "5123456789012").await;
-        assert!(
-            matches!(result, Err(ApiError::Transient { .. })),
-            "{result:?}"
-        );
-        let attempts = u32::try_from(MAX_RETRIES + 1).unwrap();
-        assert_eq!(
-            state.lookups_of(ProviderKind::Shopify, "5123456789012"),
-            attempts
-        );
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &config.integrations[0], "5123456789012");
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Shopify,
+            "5123456789012",
+            lookup,
+        )
+        .await;
     }
 
     #[actix_rt::test]
     async fn shopify_lookup_rejects_refs_that_are_not_order_ids() {
         let (_state, config) = serve("5123456789012");
         for bad in ["", "abc", "12/../3", "1.0"] {
-            let result = api::lookup(&client(), &config.integrations[0], bad).await;
+            let result = api::lookup(&testing::fast_client(), &config.integrations[0], bad).await;
             assert!(
                 matches!(result, Err(ApiError::Permanent(_))),
                 "{bad:?} gave {result:?}"
@@ -406,13 +378,7 @@ mod tests {
         let webhook = webhook(integration, &purchase, WebhookKind::Created, now);
         assert_eq!(webhook.path_and_query, "/webhooks/shopify/demo-shopify");
 
-        let mut headers = HeaderMap::new();
-        for (name, value) in &webhook.headers {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
+        let headers = testing::header_map(&webhook);
         let request = WebhookRequest {
             headers: &headers,
             body: &webhook.body,
@@ -461,12 +427,5 @@ mod tests {
             ids.iter()
                 .any(|&id| (1_000_000_000_000..10_000_000_000_000).contains(&id))
         );
-    }
-
-    #[test]
-    fn shopify_sandbox_renders_amounts_as_shopify_decimals() {
-        assert_eq!(decimal(14950, "SEK"), "149.50");
-        assert_eq!(decimal(5, "SEK"), "0.05");
-        assert_eq!(decimal(1500, "JPY"), "1500");
     }
 }

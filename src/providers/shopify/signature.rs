@@ -8,81 +8,40 @@
 //! arrived; the comparison is constant-time. Shopify signs no timestamp, so
 //! replays are caught by deduplicating on `X-Shopify-Webhook-Id` instead.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use crate::config::IntegrationConfig;
+use crate::providers::hmac_sig;
 use crate::providers::{SignatureError, WebhookRequest};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The header carrying the signature (header names are case-insensitive).
 pub const SIGNATURE_HEADER: &str = "x-shopify-hmac-sha256";
 
-/// Length of an HMAC-SHA256 tag; anything else in the header is malformed.
-const SIGNATURE_LEN_BYTES: usize = 32;
-
-/// Checks the delivery's signature against every configured secret.
+/// Checks the delivery's signature against every configured secret. The
+/// header must be the base64 of the 32 tag bytes; a hex digest is refused as
+/// malformed.
 pub fn verify(
     integration: &IntegrationConfig,
     request: &WebhookRequest<'_>,
 ) -> Result<(), SignatureError> {
-    let header = request
-        .header(SIGNATURE_HEADER)?
-        .ok_or(SignatureError::Missing)?;
-    let claimed = parse_header(header)?;
+    let header = request.required_header(SIGNATURE_HEADER)?;
+    let claimed = hmac_sig::decode_base64_signature(header)?;
 
-    let matches = integration
-        .signing_secrets
-        .iter()
-        .filter(|secret| !secret.is_empty())
-        .any(|secret| mac(secret, request.body).verify_slice(&claimed).is_ok());
-    if matches {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    hmac_sig::verify_any_secret(&integration.signing_secrets, &[request.body], &claimed)
 }
 
 /// The `X-Shopify-Hmac-Sha256` value Shopify would send for `body`.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    STANDARD.encode(mac(secret, body).finalize().into_bytes())
-}
-
-/// Decodes the header into the 32 claimed bytes. A hex digest (64
-/// characters, all valid base64) decodes to 48 bytes and is refused here.
-fn parse_header(header: &str) -> Result<Vec<u8>, SignatureError> {
-    if header.is_empty() {
-        return Err(SignatureError::MalformedHeader("empty signature"));
-    }
-    let claimed = STANDARD
-        .decode(header)
-        .map_err(|_| SignatureError::MalformedHeader("signature is not base64"))?;
-    if claimed.len() != SIGNATURE_LEN_BYTES {
-        return Err(SignatureError::MalformedHeader(
-            "signature has the wrong length",
-        ));
-    }
-    Ok(claimed)
-}
-
-fn mac(secret: &str, body: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("hmac accepts any key length");
-    mac.update(body);
-    mac
+    hmac_sig::sign_base64(secret, &[body])
 }
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     use super::*;
-    use crate::config::Config;
     use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     const SECRET: &str = "demo-shopify-client-secret";
     const BODY: &[u8] = br#"{"id":9007199254740993,"total_price":"149.50","currency":"SEK"}"#;
@@ -92,37 +51,15 @@ mod tests {
     //   hashlib.sha256).digest()).decode())'
     const BODY_SIGNATURE: &str = "a++fC0Qw8pzWtW/wm2EdC8TYFSSfdz8Ep0n65+LNxcY=";
 
-    fn integration(secrets: &[&str]) -> IntegrationConfig {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let config = Config::from_toml(&text).unwrap();
-        let mut integration = config
-            .integrations
-            .into_iter()
-            .find(|i| i.provider == ProviderKind::Shopify)
-            .unwrap();
-        integration.signing_secrets = secrets.iter().map(|s| s.to_string()).collect();
-        integration
-    }
-
-    fn headers(value: Option<&[u8]>) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = value {
-            headers.insert(
-                HeaderName::from_static(SIGNATURE_HEADER),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
-        }
-        headers
-    }
-
     fn check(secrets: &[&str], header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
-        let headers = headers(header);
+        let headers = testing::headers_with(SIGNATURE_HEADER, header);
         let request = WebhookRequest {
             headers: &headers,
             body,
             query: "",
         };
-        verify(&integration(secrets), &request)
+        let integration = testing::integration_with_secrets(ProviderKind::Shopify, secrets);
+        verify(&integration, &request)
     }
 
     #[test]

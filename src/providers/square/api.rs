@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::decode::{Payment, payment_facts};
 use crate::config::IntegrationConfig;
+use crate::providers::api_client::api_url;
 use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
 
 /// The API version kvitto was written against; pinned so the answer's shape
@@ -63,13 +64,11 @@ fn payment_url(api_base: &str, payment_id: &str) -> Result<Url, ApiError> {
     if payment_id.is_empty() {
         return Err(ApiError::permanent("empty square payment id"));
     }
-    let mut url = Url::parse(api_base)
-        .map_err(|e| ApiError::permanent(format!("square api_base_url: {e}")))?;
-    url.path_segments_mut()
-        .map_err(|_| ApiError::permanent("square api_base_url cannot take a path"))?
-        .pop_if_empty()
-        .extend(["v2", "payments", payment_id]);
-    Ok(url)
+    api_url(
+        ProviderKind::Square,
+        api_base,
+        &["v2", "payments", payment_id],
+    )
 }
 
 fn truth(payment: &Payment, transaction_ref: &str) -> Result<ProviderTruth, ApiError> {

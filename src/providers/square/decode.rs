@@ -233,6 +233,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     /// A `payment.updated` shaped like the sample in Square's webhook
     /// reference, with kvitto's values.
@@ -265,18 +267,11 @@ mod tests {
     }"#;
 
     fn delivery(body: &str) -> Result<DecodedEvent, DecodeError> {
-        decode(&RawDelivery {
-            body: body.as_bytes(),
-            headers: &[],
-            query: "",
-        })
+        testing::decode_body(ProviderKind::Square, body.as_bytes())
     }
 
     fn claim(body: &str) -> Claim {
-        match delivery(body).unwrap().action {
-            EventAction::Purchase(claim) => claim,
-            other => panic!("expected a purchase, got {other:?}"),
-        }
+        testing::purchase_claim(delivery(body).unwrap())
     }
 
     #[test]

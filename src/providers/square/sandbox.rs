@@ -8,7 +8,6 @@
 //! `created_at`); an `Updated` one shows the purchase's current state, so it
 //! always orders after the `Created` one.
 
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -99,14 +98,7 @@ async fn get_payment(
     request: HttpRequest,
     payment_id: web::Path<String>,
 ) -> HttpResponse {
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(integration) =
-        token.and_then(|t| state.integration_with_token(ProviderKind::Square, t))
-    else {
+    let Some(integration) = state.integration_with_bearer(ProviderKind::Square, &request) else {
         return error(
             HttpResponse::Unauthorized(),
             "AUTHENTICATION_ERROR",
@@ -192,30 +184,17 @@ fn timestamp(instant: DateTime<Utc>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::{App, HttpServer};
     use chrono::TimeZone;
 
     use super::*;
     use crate::canonical::LineItem;
-    use crate::config::{Config, ProcessingConfig};
+
     use crate::providers::square::{api, decode, signature};
-    use crate::providers::{
-        ApiClient, ApiError, Claim, EventAction, ProviderTruth, RawDelivery, WebhookRequest,
-    };
-    use crate::sandbox::Fault;
+    use crate::providers::{ApiError, Claim, ProviderTruth, WebhookRequest};
+    use crate::sandbox::testing;
 
-    fn config() -> Config {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        Config::from_toml(&text).unwrap()
-    }
-
-    fn integration(config: &Config) -> IntegrationConfig {
-        config
-            .integrations
-            .iter()
-            .find(|i| i.provider == ProviderKind::Square)
-            .unwrap()
-            .clone()
+    fn integration() -> IntegrationConfig {
+        testing::integration_of(&testing::demo_config(), ProviderKind::Square)
     }
 
     fn purchase(integration: &IntegrationConfig, state: PaymentState) -> Purchase {
@@ -243,59 +222,32 @@ mod tests {
     /// Serves the Square routes on an ephemeral port; returns the state and
     /// the integration pointed at the server.
     fn serve(purchases: &[Purchase]) -> (web::Data<SandboxState>, IntegrationConfig) {
-        let config = config();
-        let mut integration = integration(&config);
-        let state = web::Data::new(SandboxState::new(config));
+        let (state, address) = testing::serve(routes, |_| testing::demo_config());
         for purchase in purchases {
             state.insert(purchase.clone());
         }
-        let app_state = state.clone();
-        let server =
-            HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-                .workers(1)
-                .disable_signals()
-                .bind(("127.0.0.1", 0))
-                .unwrap();
-        let address = server.addrs()[0];
-        actix_rt::spawn(server.run());
+        let mut integration = integration();
         integration.api_base_url = Some(format!("http://{address}/square"));
         (state, integration)
     }
 
-    fn client() -> ApiClient {
-        ApiClient::try_new(&ProcessingConfig {
-            api_timeout_ms: 2_000,
-            api_max_retries: 2,
-            api_min_backoff_ms: 1,
-            api_max_backoff_ms: 5,
-            ..ProcessingConfig::default()
-        })
-        .unwrap()
-    }
-
     fn claim_of(webhook: &SandboxWebhook) -> Claim {
-        let event = decode::decode(&RawDelivery {
-            body: &webhook.body,
-            headers: &[],
-            query: "",
-        })
-        .unwrap();
-        assert_eq!(event.event_id, webhook.event_id);
-        match event.action {
-            EventAction::Purchase(claim) => claim,
-            other => panic!("expected a purchase, got {other:?}"),
-        }
+        testing::claim_of(ProviderKind::Square, webhook)
     }
 
     #[actix_rt::test]
     async fn square_lookup_through_sandbox_matches_purchase() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let (state, integration) = serve(std::slice::from_ref(&purchase));
 
-        let truth = api::lookup(&client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap();
+        let truth = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             truth,
             ProviderTruth {
@@ -317,61 +269,70 @@ mod tests {
 
     #[actix_rt::test]
     async fn square_refunded_purchase_looks_up_as_refunded() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Refunded);
         let (_state, integration) = serve(std::slice::from_ref(&purchase));
-        let truth = api::lookup(&client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap();
+        let truth = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await
+        .unwrap();
         assert_eq!(truth.state, PaymentState::Refunded);
     }
 
     #[actix_rt::test]
     async fn square_wrong_token_is_permanent() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let (_state, mut integration) = serve(std::slice::from_ref(&purchase));
         integration.api_token = Some("not-the-token".into());
-        let result = api::lookup(&client(), &integration, &purchase.transaction_ref).await;
+        let result = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await;
         assert!(matches!(result, Err(ApiError::Permanent(_))), "{result:?}");
     }
 
     #[actix_rt::test]
     async fn square_unknown_payment_is_not_found() {
         let (_state, integration) = serve(&[]);
-        let result = api::lookup(&client(), &integration, "KkAkhdMsgzn59SM8A89WgKwekxLZY").await;
+        let result = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            "KkAkhdMsgzn59SM8A89WgKwekxLZY",
+        )
+        .await;
         assert_eq!(result, Err(ApiError::NotFound));
     }
 
     #[actix_rt::test]
     async fn square_server_errors_are_transient_after_retries() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let (state, integration) = serve(std::slice::from_ref(&purchase));
-        state.set_fault(ProviderKind::Square, Some(Fault::ServerError));
-        let result = api::lookup(&client(), &integration, &purchase.transaction_ref).await;
-        assert!(
-            matches!(result, Err(ApiError::Transient { .. })),
-            "{result:?}"
-        );
-        // One attempt plus the two retries the client allows.
-        assert_eq!(
-            state.lookups_of(ProviderKind::Square, &purchase.transaction_ref),
-            3
-        );
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, &purchase.transaction_ref);
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Square,
+            &purchase.transaction_ref,
+            lookup,
+        )
+        .await;
     }
 
     #[test]
     fn square_sandbox_webhook_verifies_and_decodes_to_the_purchase() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let webhook = webhook(&integration, &purchase, WebhookKind::Updated, Utc::now());
         assert_eq!(webhook.path_and_query, "/webhooks/square/demo-square");
 
-        let mut headers = actix_web::http::header::HeaderMap::new();
-        for (name, value) in &webhook.headers {
-            headers.append(name.parse().unwrap(), value.parse().unwrap());
-        }
+        let headers = testing::header_map(&webhook);
         let request = WebhookRequest {
             headers: &headers,
             body: &webhook.body,
@@ -399,7 +360,7 @@ mod tests {
 
     #[test]
     fn square_created_webhook_is_approved_and_orders_before_updated() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let created = claim_of(&webhook(
             &integration,

@@ -14,90 +14,50 @@
 //! caught by the event-id deduplication downstream, not here. The legacy
 //! `x-square-signature` (HMAC-SHA1) header is ignored.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use crate::config::IntegrationConfig;
+use crate::providers::hmac_sig;
 use crate::providers::{SignatureError, WebhookRequest};
 
 /// The header carrying the base64 HMAC-SHA256.
 pub const SIGNATURE_HEADER: &str = "x-square-hmacsha256-signature";
-
-/// Length of an HMAC-SHA256 tag.
-const SIGNATURE_LEN_BYTES: usize = 32;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Checks the Square signature of one request with every configured secret.
 pub fn verify(
     integration: &IntegrationConfig,
     request: &WebhookRequest<'_>,
 ) -> Result<(), SignatureError> {
-    let header = request
-        .header(SIGNATURE_HEADER)?
-        .ok_or(SignatureError::Missing)?;
-    let signature = parse_signature(header)?;
+    let header = request.required_header(SIGNATURE_HEADER)?;
+    let signature = hmac_sig::decode_base64_signature(header.trim())?;
     // Config validation requires the URL for Square; without one nothing can
     // have been signed for this integration.
     let Some(notification_url) = integration.notification_url.as_deref() else {
         return Err(SignatureError::Mismatch);
     };
 
-    let matches = integration
-        .signing_secrets
-        .iter()
-        .filter(|secret| !secret.is_empty())
-        .any(|secret| {
-            mac(secret, notification_url, request.body)
-                .verify_slice(&signature)
-                .is_ok()
-        });
-    if matches {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    let parts = signed_parts(notification_url, request.body);
+    hmac_sig::verify_any_secret(&integration.signing_secrets, &parts, &signature)
 }
 
 /// The header value Square would send for `body` delivered to
 /// `notification_url` under `secret`.
 pub fn sign(secret: &str, notification_url: &str, body: &[u8]) -> String {
-    BASE64.encode(mac(secret, notification_url, body).finalize().into_bytes())
+    hmac_sig::sign_base64(secret, &signed_parts(notification_url, body))
 }
 
-fn mac(secret: &str, notification_url: &str, body: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("hmac accepts any key");
-    mac.update(notification_url.as_bytes());
-    mac.update(body);
-    mac
-}
-
-/// Decodes the header into the 32 signature bytes.
-fn parse_signature(header: &str) -> Result<Vec<u8>, SignatureError> {
-    let value = header.trim();
-    if value.is_empty() {
-        return Err(SignatureError::MalformedHeader("signature is empty"));
-    }
-    let bytes = BASE64
-        .decode(value)
-        .map_err(|_| SignatureError::MalformedHeader("signature is not base64"))?;
-    if bytes.len() != SIGNATURE_LEN_BYTES {
-        return Err(SignatureError::MalformedHeader(
-            "signature has the wrong length",
-        ));
-    }
-    Ok(bytes)
+/// What Square signs: the notification URL immediately followed by the body.
+fn signed_parts<'a>(notification_url: &'a str, body: &'a [u8]) -> [&'a [u8]; 2] {
+    [notification_url.as_bytes(), body]
 }
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as BASE64;
 
     use super::*;
-    use crate::config::Config;
+    use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     const URL: &str = "https://kvitto.example.se/webhooks/square/demo-square";
     const KEY: &str = "demo-square-signature-key";
@@ -113,27 +73,9 @@ mod tests {
     const BODY_SIGNATURE: &str = "ICmCkbYuX1L/rZW/N/orD/JwGLjl/TIMFhLhoxmcsKc=";
 
     fn integration(secrets: &[&str]) -> IntegrationConfig {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let config = Config::from_toml(&text).unwrap();
-        let mut integration = config
-            .integrations
-            .into_iter()
-            .find(|i| i.id == "demo-square")
-            .unwrap();
-        integration.signing_secrets = secrets.iter().map(|s| s.to_string()).collect();
+        let mut integration = testing::integration_with_secrets(ProviderKind::Square, secrets);
         integration.notification_url = Some(URL.to_string());
         integration
-    }
-
-    fn headers(value: Option<&[u8]>) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = value {
-            headers.insert(
-                HeaderName::from_static(SIGNATURE_HEADER),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
-        }
-        headers
     }
 
     fn check(
@@ -141,7 +83,7 @@ mod tests {
         header: Option<&[u8]>,
         body: &[u8],
     ) -> Result<(), SignatureError> {
-        let headers = headers(header);
+        let headers = testing::headers_with(SIGNATURE_HEADER, header);
         verify(
             integration,
             &WebhookRequest {

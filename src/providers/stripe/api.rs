@@ -20,6 +20,7 @@ use reqwest::header::ACCEPT;
 
 use super::decode::{Charge, Facts, PaymentIntent, charge_facts, payment_intent_facts};
 use crate::config::IntegrationConfig;
+use crate::providers::api_client::api_url;
 use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
 
 /// The API version kvitto reads answers in; pinned so the shape of an answer
@@ -102,13 +103,7 @@ fn truth(facts: Facts, transaction_ref: &str) -> Result<ProviderTruth, ApiError>
 /// `{api_base}/v1/{collection}/{id}`, with the id percent-encoded as one
 /// path segment so an id can never reach another endpoint.
 fn object_url(api_base: &str, collection: &str, id: &str) -> Result<Url, ApiError> {
-    let mut url = Url::parse(api_base)
-        .map_err(|e| ApiError::permanent(format!("stripe api_base_url: {e}")))?;
-    url.path_segments_mut()
-        .map_err(|_| ApiError::permanent("stripe api_base_url cannot take a path"))?
-        .pop_if_empty()
-        .extend(["v1", collection, id]);
-    Ok(url)
+    api_url(ProviderKind::Stripe, api_base, &["v1", collection, id])
 }
 
 #[cfg(test)]

@@ -284,6 +284,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     #[test]
     fn old_api_payment_intent_is_keyed_by_its_charge_from_charges_data() {
@@ -356,18 +358,11 @@ mod tests {
     }"#;
 
     fn delivery(body: &str) -> Result<DecodedEvent, DecodeError> {
-        decode(&RawDelivery {
-            body: body.as_bytes(),
-            headers: &[],
-            query: "",
-        })
+        testing::decode_body(ProviderKind::Stripe, body.as_bytes())
     }
 
     fn claim(body: &str) -> Claim {
-        match delivery(body).unwrap().action {
-            EventAction::Purchase(claim) => claim,
-            other => panic!("expected a purchase, got {other:?}"),
-        }
+        testing::purchase_claim(delivery(body).unwrap())
     }
 
     fn info(body: &str) -> EnvelopeInfo {

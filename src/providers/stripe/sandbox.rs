@@ -9,7 +9,6 @@
 //! dated at its `updated_at`, so it orders after the `Created` one whenever
 //! the two fall in different seconds (Stripe's clock has whole seconds).
 
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};
@@ -130,14 +129,7 @@ async fn get_object(
     kind: &str,
     render: impl Fn(&Purchase) -> Value,
 ) -> HttpResponse {
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(integration) =
-        token.and_then(|t| state.integration_with_token(ProviderKind::Stripe, t))
-    else {
+    let Some(integration) = state.integration_with_bearer(ProviderKind::Stripe, request) else {
         return error(
             HttpResponse::Unauthorized(),
             None,
@@ -226,28 +218,17 @@ fn payment_intent_json(purchase: &Purchase) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::{App, HttpServer};
     use chrono::TimeZone;
 
     use super::*;
     use crate::canonical::LineItem;
-    use crate::config::{Config, ProcessingConfig};
+
     use crate::providers::stripe::{api, decode, signature};
-    use crate::providers::{ApiClient, ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
-    use crate::sandbox::Fault;
+    use crate::providers::{ApiError, Claim, WebhookRequest};
+    use crate::sandbox::testing;
 
-    fn config() -> Config {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        Config::from_toml(&text).unwrap()
-    }
-
-    fn integration(config: &Config) -> IntegrationConfig {
-        config
-            .integrations
-            .iter()
-            .find(|i| i.provider == ProviderKind::Stripe)
-            .unwrap()
-            .clone()
+    fn integration() -> IntegrationConfig {
+        testing::integration_of(&testing::demo_config(), ProviderKind::Stripe)
     }
 
     fn purchase(integration: &IntegrationConfig, state: PaymentState) -> Purchase {
@@ -275,53 +256,22 @@ mod tests {
     /// Serves the Stripe routes on an ephemeral port; returns the state and
     /// the integration pointed at the server.
     fn serve(purchases: &[Purchase]) -> (web::Data<SandboxState>, IntegrationConfig) {
-        let config = config();
-        let mut integration = integration(&config);
-        let state = web::Data::new(SandboxState::new(config));
+        let (state, address) = testing::serve(routes, |_| testing::demo_config());
         for purchase in purchases {
             state.insert(purchase.clone());
         }
-        let app_state = state.clone();
-        let server =
-            HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-                .workers(1)
-                .disable_signals()
-                .bind(("127.0.0.1", 0))
-                .unwrap();
-        let address = server.addrs()[0];
-        actix_rt::spawn(server.run());
+        let mut integration = integration();
         integration.api_base_url = Some(format!("http://{address}/stripe"));
         (state, integration)
     }
 
-    fn client() -> ApiClient {
-        ApiClient::try_new(&ProcessingConfig {
-            api_timeout_ms: 2_000,
-            api_max_retries: 2,
-            api_min_backoff_ms: 1,
-            api_max_backoff_ms: 5,
-            ..ProcessingConfig::default()
-        })
-        .unwrap()
-    }
-
     fn claim_of(webhook: &SandboxWebhook) -> Claim {
-        let event = decode::decode(&RawDelivery {
-            body: &webhook.body,
-            headers: &[],
-            query: "",
-        })
-        .unwrap();
-        assert_eq!(event.event_id, webhook.event_id);
-        match event.action {
-            EventAction::Purchase(claim) => claim,
-            other => panic!("expected a purchase, got {other:?}"),
-        }
+        testing::claim_of(ProviderKind::Stripe, webhook)
     }
 
     #[actix_rt::test]
     async fn stripe_lookup_through_sandbox_matches_purchase() {
-        let integration = integration(&config());
+        let integration = integration();
         for state in [
             PaymentState::Completed,
             PaymentState::Refunded,
@@ -330,9 +280,13 @@ mod tests {
             let purchase = purchase(&integration, state);
             let (sandbox, integration) = serve(std::slice::from_ref(&purchase));
             let before = Utc::now().timestamp_millis();
-            let truth = api::lookup(&client(), &integration, &purchase.transaction_ref)
-                .await
-                .unwrap();
+            let truth = api::lookup(
+                &testing::fast_client(),
+                &integration,
+                &purchase.transaction_ref,
+            )
+            .await
+            .unwrap();
             assert_eq!(truth.transaction_ref, purchase.transaction_ref);
             assert_eq!(truth.amount_minor, purchase.amount_minor);
             assert_eq!(truth.currency, purchase.currency);
@@ -348,31 +302,40 @@ mod tests {
 
     #[actix_rt::test]
     async fn stripe_payment_intent_lookup_uses_its_own_endpoint() {
-        let integration = integration(&config());
+        let integration = integration();
         let mut purchase = purchase(&integration, PaymentState::Completed);
         purchase.transaction_ref = stripe_id("pi_", &mut rand::thread_rng());
         let (_sandbox, integration) = serve(std::slice::from_ref(&purchase));
-        let truth = api::lookup(&client(), &integration, &purchase.transaction_ref)
-            .await
-            .unwrap();
+        let truth = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await
+        .unwrap();
         assert_eq!(truth.transaction_ref, purchase.transaction_ref);
         assert_eq!(truth.state, PaymentState::Completed);
     }
 
     #[actix_rt::test]
     async fn stripe_wrong_key_is_permanent() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let (_sandbox, mut integration) = serve(std::slice::from_ref(&purchase));
         integration.api_token = Some("sk_test_wrong".into());
-        let result = api::lookup(&client(), &integration, &purchase.transaction_ref).await;
+        let result = api::lookup(
+            &testing::fast_client(),
+            &integration,
+            &purchase.transaction_ref,
+        )
+        .await;
         assert!(matches!(result, Err(ApiError::Permanent(_))), "{result:?}");
     }
 
     #[actix_rt::test]
     async fn stripe_unknown_charge_is_not_found_and_foreign_ids_are_permanent() {
         let (_sandbox, integration) = serve(&[]);
-        let client = client();
+        let client = testing::fast_client();
         let result = api::lookup(&client, &integration, "ch_3OqLbW2eZvKYlo2C1ZQ7d0pA").await;
         assert_eq!(result, Err(ApiError::NotFound));
         let result = api::lookup(&client, &integration, "po_1").await;
@@ -381,35 +344,30 @@ mod tests {
 
     #[actix_rt::test]
     async fn stripe_server_errors_are_transient_after_retries() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Completed);
         let (sandbox, integration) = serve(std::slice::from_ref(&purchase));
-        sandbox.set_fault(ProviderKind::Stripe, Some(Fault::ServerError));
-        let result = api::lookup(&client(), &integration, &purchase.transaction_ref).await;
-        assert!(
-            matches!(result, Err(ApiError::Transient { .. })),
-            "{result:?}"
-        );
-        // One attempt plus the two retries the client allows.
-        assert_eq!(
-            sandbox.lookups_of(ProviderKind::Stripe, &purchase.transaction_ref),
-            3
-        );
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, &purchase.transaction_ref);
+        testing::assert_server_errors_are_transient(
+            &sandbox,
+            ProviderKind::Stripe,
+            &purchase.transaction_ref,
+            lookup,
+        )
+        .await;
     }
 
     #[test]
     fn stripe_sandbox_webhook_verifies_and_decodes_to_the_purchase() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Refunded);
         let now = Utc::now();
         let webhook = webhook(&integration, &purchase, WebhookKind::Updated, now);
         assert_eq!(webhook.path_and_query, "/webhooks/stripe/demo-stripe");
         assert!(webhook.event_id.starts_with("evt_") && webhook.event_id.len() == 4 + ID_BODY_LEN);
 
-        let mut headers = actix_web::http::header::HeaderMap::new();
-        for (name, value) in &webhook.headers {
-            headers.append(name.parse().unwrap(), value.parse().unwrap());
-        }
+        let headers = testing::header_map(&webhook);
         let request = WebhookRequest {
             headers: &headers,
             body: &webhook.body,
@@ -437,7 +395,7 @@ mod tests {
 
     #[test]
     fn stripe_created_webhook_is_charge_succeeded_and_orders_before_updated() {
-        let integration = integration(&config());
+        let integration = integration();
         let purchase = purchase(&integration, PaymentState::Refunded);
         let created = webhook(&integration, &purchase, WebhookKind::Created, Utc::now());
         let event: Value = serde_json::from_slice(&created.body).unwrap();
@@ -455,7 +413,7 @@ mod tests {
 
     #[test]
     fn stripe_every_state_round_trips_through_a_charge() {
-        let integration = integration(&config());
+        let integration = integration();
         for state in [
             PaymentState::Pending,
             PaymentState::Completed,

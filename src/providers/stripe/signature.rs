@@ -15,19 +15,13 @@
 //! earns no more than a mismatch.
 
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use crate::config::IntegrationConfig;
+use crate::providers::hmac_sig;
 use crate::providers::{SignatureError, WebhookRequest};
 
 /// The header carrying the timestamp and signatures.
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
-
-/// Length of an HMAC-SHA256 tag.
-const SIGNATURE_LEN_BYTES: usize = 32;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The parts of a `Stripe-Signature` header kvitto uses.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,24 +38,15 @@ pub fn verify(
     request: &WebhookRequest<'_>,
     now: DateTime<Utc>,
 ) -> Result<(), SignatureError> {
-    let header = request
-        .header(SIGNATURE_HEADER)?
-        .ok_or(SignatureError::Missing)?;
+    let header = request.required_header(SIGNATURE_HEADER)?;
     let parsed = parse_header(header)?;
 
     // A header with only `v0` (or another scheme) is well-formed but carries
     // nothing kvitto trusts: reported as a mismatch (401), like a wrong key.
-    let matches = integration
-        .signing_secrets
-        .iter()
-        .filter(|secret| !secret.is_empty())
-        .any(|secret| {
-            parsed.v1_signatures.iter().any(|signature| {
-                mac(secret, parsed.timestamp_text, request.body)
-                    .verify_slice(signature)
-                    .is_ok()
-            })
-        });
+    let parts = signed_parts(parsed.timestamp_text, request.body);
+    let matches = parsed.v1_signatures.iter().any(|signature| {
+        hmac_sig::matches_any_secret(&integration.signing_secrets, &parts, signature)
+    });
     if !matches {
         return Err(SignatureError::Mismatch);
     }
@@ -76,19 +61,14 @@ pub fn verify(
 /// The `Stripe-Signature` value Stripe would send for `body` signed at
 /// `timestamp` under `secret`.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let tag = mac(secret, &timestamp.to_string(), body)
-        .finalize()
-        .into_bytes();
-    format!("t={timestamp},v1={}", hex::encode(tag))
+    let timestamp_text = timestamp.to_string();
+    let v1 = hmac_sig::sign_hex(secret, &signed_parts(&timestamp_text, body));
+    format!("t={timestamp},v1={v1}")
 }
 
-fn mac(secret: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("hmac accepts any key");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
+/// What Stripe signs: `t` as sent, a `.`, then the raw body.
+fn signed_parts<'a>(timestamp_text: &'a str, body: &'a [u8]) -> [&'a [u8]; 3] {
+    [timestamp_text.as_bytes(), b".", body]
 }
 
 fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SignatureError> {
@@ -102,7 +82,7 @@ fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SignatureError> {
         match key {
             "t" if timestamp_text.is_some() => return Err(malformed("more than one t")),
             "t" => timestamp_text = Some(value),
-            "v1" => v1_signatures.push(parse_hex_signature(value)?),
+            "v1" => v1_signatures.push(hmac_sig::decode_hex_signature(value)?),
             _ if key.is_empty() => return Err(malformed("item without a key")),
             // `v0` and schemes Stripe may add later are not trusted.
             _ => other_schemes += 1,
@@ -126,21 +106,13 @@ fn parse_header(header: &str) -> Result<ParsedHeader<'_>, SignatureError> {
     })
 }
 
-fn parse_hex_signature(value: &str) -> Result<Vec<u8>, SignatureError> {
-    let bytes = hex::decode(value).map_err(|_| SignatureError::MalformedHeader("v1 is not hex"))?;
-    if bytes.len() != SIGNATURE_LEN_BYTES {
-        return Err(SignatureError::MalformedHeader("v1 has the wrong length"));
-    }
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
     use chrono::TimeZone;
 
     use super::*;
-    use crate::config::Config;
+    use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     const SECRET: &str = "whsec_demo_stripe_endpoint_secret";
     const TIMESTAMP: i64 = 1_700_000_000;
@@ -155,14 +127,7 @@ mod tests {
     const BODY_V1: &str = "748016b077d6b2dae2daa4c1df7fb5c971e69f7c0d9354601c40501b246bf023";
 
     fn integration(secrets: &[&str]) -> IntegrationConfig {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let config = Config::from_toml(&text).unwrap();
-        let mut integration = config
-            .integrations
-            .into_iter()
-            .find(|i| i.id == "demo-stripe")
-            .unwrap();
-        integration.signing_secrets = secrets.iter().map(|s| s.to_string()).collect();
+        let mut integration = testing::integration_with_secrets(ProviderKind::Stripe, secrets);
         integration.timestamp_tolerance_secs = 300;
         integration
     }
@@ -177,13 +142,7 @@ mod tests {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<(), SignatureError> {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = header {
-            headers.insert(
-                HeaderName::from_static(SIGNATURE_HEADER),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
-        }
+        let headers = testing::headers_with(SIGNATURE_HEADER, header);
         verify(
             integration,
             &WebhookRequest {

@@ -222,6 +222,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     /// A PAID callback shaped like the example in Swish's integration guide.
     const PAID: &str = r#"{
@@ -251,11 +253,7 @@ mod tests {
     }
 
     fn delivery(body: &[u8]) -> Result<DecodedEvent, DecodeError> {
-        decode(&RawDelivery {
-            body,
-            headers: &[],
-            query: "",
-        })
+        testing::decode_body(ProviderKind::Swish, body)
     }
 
     fn claim_of(event: DecodedEvent) -> Claim {

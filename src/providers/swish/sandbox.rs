@@ -20,9 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::canonical::PaymentState;
 use crate::config::IntegrationConfig;
-use crate::money;
 use crate::providers::ProviderKind;
-use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind};
+use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind, decimal_amount};
 
 /// The public base URL the demo registers as `callbackUrl`.
 const CALLBACK_BASE_URL: &str = "https://kvitto.example.se/webhooks/swish";
@@ -152,24 +151,12 @@ enum AmountForm {
 /// The amount as JSON text, `"149.50"` or `149.50`, written from the integer
 /// so no float is involved.
 fn raw_amount(purchase: &Purchase, form: AmountForm) -> Box<RawValue> {
-    let exponent = money::exponent(&purchase.currency).unwrap_or(2);
-    let decimal = minor_to_decimal(purchase.amount_minor, exponent);
+    let decimal = decimal_amount(purchase.amount_minor, &purchase.currency);
     let text = match form {
         AmountForm::DecimalString => format!("\"{decimal}\""),
         AmountForm::JsonNumber => decimal,
     };
     RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
-}
-
-fn minor_to_decimal(amount_minor: i64, exponent: u32) -> String {
-    let sign = if amount_minor < 0 { "-" } else { "" };
-    let magnitude = amount_minor.unsigned_abs();
-    if exponent == 0 {
-        return format!("{sign}{magnitude}");
-    }
-    let scale = 10_u64.pow(exponent);
-    let width = exponent as usize;
-    format!("{sign}{}.{:0width$}", magnitude / scale, magnitude % scale)
 }
 
 fn swish_time(instant: DateTime<Utc>) -> String {
@@ -184,21 +171,14 @@ mod tests {
 
     use super::*;
     use crate::canonical::LineItem;
-    use crate::config::Config;
-    use crate::config::ProcessingConfig;
+
     use crate::providers::swish::api;
     use crate::providers::swish::decode;
-    use crate::providers::{ApiClient, ApiError, EventAction, RawDelivery, WebhookRequest};
-    use crate::sandbox::Fault;
+    use crate::providers::{ApiError, EventAction, RawDelivery, WebhookRequest};
+    use crate::sandbox::{Fault, testing};
 
     fn demo_integration() -> IntegrationConfig {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let config = Config::from_toml(&text).unwrap();
-        config
-            .integrations
-            .into_iter()
-            .find(|i| i.provider == ProviderKind::Swish)
-            .unwrap()
+        testing::integration_of(&testing::demo_config(), ProviderKind::Swish)
     }
 
     fn purchase(integration: &IntegrationConfig, transaction_ref: &str) -> Purchase {
@@ -287,60 +267,23 @@ mod tests {
         assert_eq!(body["amount"], "149.50");
     }
 
-    #[test]
-    fn minor_units_render_as_plain_decimals() {
-        assert_eq!(minor_to_decimal(14950, 2), "149.50");
-        assert_eq!(minor_to_decimal(5, 2), "0.05");
-        assert_eq!(minor_to_decimal(-1230, 2), "-12.30");
-        assert_eq!(minor_to_decimal(1500, 0), "1500");
-        assert_eq!(minor_to_decimal(i64::MIN, 2), "-92233720368547758.08");
-    }
-
     /// A sandbox serving the Swish routes on a free port, with the demo
     /// Swish integration pointed at it.
-    async fn serve(purchase: Option<Purchase>) -> (web::Data<SandboxState>, IntegrationConfig) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let mut config = Config::from_toml(&text).unwrap();
-        for integration in &mut config.integrations {
-            if integration.provider == ProviderKind::Swish {
-                integration.api_base_url = Some(format!("http://{address}/swish"));
+    fn serve(purchase: Option<Purchase>) -> (web::Data<SandboxState>, IntegrationConfig) {
+        let (state, _) = testing::serve(routes, |address| {
+            let mut config = testing::demo_config();
+            for integration in &mut config.integrations {
+                if integration.provider == ProviderKind::Swish {
+                    integration.api_base_url = Some(format!("http://{address}/swish"));
+                }
             }
-        }
-        let integration = config
-            .integrations
-            .iter()
-            .find(|i| i.provider == ProviderKind::Swish)
-            .unwrap()
-            .clone();
-        let state = web::Data::new(SandboxState::new(config));
+            config
+        });
         if let Some(purchase) = purchase {
             state.insert(purchase);
         }
-        let app_state = state.clone();
-        let server = actix_web::HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(app_state.clone())
-                .configure(routes)
-        })
-        .workers(1)
-        .listen(listener)
-        .unwrap()
-        .run();
-        actix_rt::spawn(server);
+        let integration = testing::integration_of(&state.config, ProviderKind::Swish);
         (state, integration)
-    }
-
-    fn client() -> ApiClient {
-        let config = ProcessingConfig {
-            api_timeout_ms: 2_000,
-            api_max_retries: 2,
-            api_min_backoff_ms: 1,
-            api_max_backoff_ms: 5,
-            ..ProcessingConfig::default()
-        };
-        ApiClient::try_new(&config).unwrap()
     }
 
     const REF: &str = "11A86BE70EA346E4B1C39C874173F088";
@@ -349,8 +292,10 @@ mod tests {
     async fn swish_lookup_through_the_sandbox_matches_the_purchase() {
         let integration = demo_integration();
         let purchase = purchase(&integration, REF);
-        let (state, integration) = serve(Some(purchase.clone())).await;
-        let truth = api::lookup(&client(), &integration, REF).await.unwrap();
+        let (state, integration) = serve(Some(purchase.clone()));
+        let truth = api::lookup(&testing::fast_client(), &integration, REF)
+            .await
+            .unwrap();
         assert_eq!(truth.transaction_ref, purchase.transaction_ref);
         assert_eq!(truth.amount_minor, purchase.amount_minor);
         assert_eq!(truth.currency, purchase.currency);
@@ -367,16 +312,20 @@ mod tests {
 
     #[actix_rt::test]
     async fn swish_lookup_of_an_unknown_request_is_not_found() {
-        let (_state, integration) = serve(None).await;
-        let error = api::lookup(&client(), &integration, REF).await.unwrap_err();
+        let (_state, integration) = serve(None);
+        let error = api::lookup(&testing::fast_client(), &integration, REF)
+            .await
+            .unwrap_err();
         assert_eq!(error, ApiError::NotFound);
     }
 
     #[actix_rt::test]
     async fn swish_lookup_refuses_a_malformed_id_without_calling_swish() {
-        let (state, integration) = serve(None).await;
+        let (state, integration) = serve(None);
         for bad in ["../admin", "11a86be70ea346e4b1c39c874173f088", ""] {
-            let error = api::lookup(&client(), &integration, bad).await.unwrap_err();
+            let error = api::lookup(&testing::fast_client(), &integration, bad)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(error, ApiError::Permanent(_)),
                 "{bad:?}: {error:?}"
@@ -388,23 +337,23 @@ mod tests {
     #[actix_rt::test]
     async fn swish_server_errors_are_transient_after_retries() {
         let integration = demo_integration();
-        let (state, integration) = serve(Some(purchase(&integration, REF))).await;
-        state.set_fault(ProviderKind::Swish, Some(Fault::ServerError));
-        let error = api::lookup(&client(), &integration, REF).await.unwrap_err();
-        assert!(error.is_transient(), "{error:?}");
-        // One call and two retries.
-        assert_eq!(state.lookups_of(ProviderKind::Swish, REF), 3);
+        let (state, integration) = serve(Some(purchase(&integration, REF)));
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &integration, REF);
+        testing::assert_server_errors_are_transient(&state, ProviderKind::Swish, REF, lookup).await;
     }
 
     #[actix_rt::test]
     async fn swish_lookup_reports_the_amount_the_api_answers() {
         let integration = demo_integration();
-        let (state, integration) = serve(Some(purchase(&integration, REF))).await;
+        let (state, integration) = serve(Some(purchase(&integration, REF)));
         state.set_fault(
             ProviderKind::Swish,
             Some(Fault::WrongAmount { delta_minor: 1 }),
         );
-        let truth = api::lookup(&client(), &integration, REF).await.unwrap();
+        let truth = api::lookup(&testing::fast_client(), &integration, REF)
+            .await
+            .unwrap();
         assert_eq!(truth.amount_minor, 14951);
     }
 }

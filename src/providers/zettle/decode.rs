@@ -230,6 +230,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     const PURCHASE_UUID: &str = "0d6f1a38-1f3c-11ef-8000-5e5a1c2b3d4e";
 
@@ -262,11 +264,7 @@ mod tests {
     }
 
     fn decode_body(body: &[u8]) -> Result<DecodedEvent, DecodeError> {
-        decode(&RawDelivery {
-            body,
-            headers: &[],
-            query: "",
-        })
+        testing::decode_body(ProviderKind::Zettle, body)
     }
 
     fn claim_of(payload: &serde_json::Value) -> Result<Claim, DecodeError> {

@@ -27,7 +27,7 @@ use crate::providers::ProviderKind;
 use crate::providers::zettle::api::JWT_BEARER_GRANT;
 use crate::providers::zettle::decode::PURCHASE_CREATED;
 use crate::providers::zettle::signature::{self, SIGNATURE_HEADER};
-use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind};
+use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind, bearer_token};
 
 /// What the token endpoint says a token lives, in seconds.
 const TOKEN_LIFETIME_SECS: u64 = 7200;
@@ -119,12 +119,7 @@ async fn purchase(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let bearer = request
-        .headers()
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let integration = bearer.and_then(|bearer| {
+    let integration = bearer_token(&request).and_then(|bearer| {
         zettle_integrations(&state).find(|integration| issued_token(integration) == bearer)
     });
     let Some(integration) = integration else {
@@ -211,21 +206,16 @@ fn purchase_json(purchase: &Purchase, organization: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::net::TcpListener;
-
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-    use actix_web::{App, HttpServer};
     use chrono::TimeZone;
     use rand::SeedableRng;
 
     use super::*;
     use crate::canonical::LineItem;
-    use crate::config::{Config, ProcessingConfig};
+    use crate::config::Config;
     use crate::providers::zettle::{api, decode};
-    use crate::providers::{ApiClient, ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
-    use crate::sandbox::Fault;
+    use crate::providers::{ApiError, Claim, EventAction, RawDelivery, WebhookRequest};
+    use crate::sandbox::testing;
 
-    const MAX_RETRIES: usize = 2;
     const PURCHASE_UUID: &str = "0d6f1a38-1f3c-11ef-8000-5e5a1c2b3d4e";
 
     fn config(base_url: &str) -> Config {
@@ -268,36 +258,18 @@ mod tests {
 
     /// A sandbox serving Zettle's OAuth and Purchase API on a free port.
     fn serve() -> (web::Data<SandboxState>, Config) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}/zettle", listener.local_addr().unwrap());
-        let config = config(&base);
-        let state = web::Data::new(SandboxState::new(config.clone()));
+        let (state, _) = testing::serve(routes, |address| {
+            config(&format!("http://{address}/zettle"))
+        });
+        let config = state.config.clone();
         state.insert(purchase(&config.integrations[0].id, PURCHASE_UUID));
-        let app_state = state.clone();
-        let server =
-            HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-                .workers(1)
-                .listen(listener)
-                .unwrap()
-                .run();
-        actix_rt::spawn(server);
         (state, config)
-    }
-
-    fn client() -> ApiClient {
-        ApiClient::try_new(&ProcessingConfig {
-            api_max_retries: MAX_RETRIES,
-            api_min_backoff_ms: 1,
-            api_max_backoff_ms: 5,
-            ..ProcessingConfig::default()
-        })
-        .unwrap()
     }
 
     #[actix_rt::test]
     async fn zettle_lookup_through_sandbox_matches_purchase() {
         let (state, config) = serve();
-        let client = client();
+        let client = testing::fast_client();
         let truth = api::lookup(&client, &config.integrations[0], PURCHASE_UUID)
             .await
             .unwrap();
@@ -326,7 +298,7 @@ mod tests {
     async fn zettle_lookup_of_unknown_purchase_is_not_found() {
         let (_state, config) = serve();
         let unknown = "0d6f1a38-1f3c-11ef-8000-000000000000";
-        let result = api::lookup(&client(), &config.integrations[0], unknown).await;
+        let result = api::lookup(&testing::fast_client(), &config.integrations[0], unknown).await;
         assert_eq!(result, Err(ApiError::NotFound));
     }
 
@@ -335,36 +307,34 @@ mod tests {
         let (_state, config) = serve();
         let mut wrong_key = config.integrations[0].clone();
         wrong_key.api_token = Some("not-the-key".to_string());
-        let result = api::lookup(&client(), &wrong_key, PURCHASE_UUID).await;
+        let result = api::lookup(&testing::fast_client(), &wrong_key, PURCHASE_UUID).await;
         assert!(matches!(result, Err(ApiError::Permanent(_))), "{result:?}");
 
         let mut wrong_client = config.integrations[0].clone();
         wrong_client.api_username = Some("someone-else".to_string());
-        let result = api::lookup(&client(), &wrong_client, PURCHASE_UUID).await;
+        let result = api::lookup(&testing::fast_client(), &wrong_client, PURCHASE_UUID).await;
         assert!(matches!(result, Err(ApiError::Permanent(_))), "{result:?}");
     }
 
     #[actix_rt::test]
     async fn zettle_lookup_retries_server_errors_then_reports_transient() {
         let (state, config) = serve();
-        state.set_fault(ProviderKind::Zettle, Some(Fault::ServerError));
-        let result = api::lookup(&client(), &config.integrations[0], PURCHASE_UUID).await;
-        assert!(
-            matches!(result, Err(ApiError::Transient { .. })),
-            "{result:?}"
-        );
-        let attempts = u32::try_from(MAX_RETRIES + 1).unwrap();
-        assert_eq!(
-            state.lookups_of(ProviderKind::Zettle, PURCHASE_UUID),
-            attempts
-        );
+        let client = testing::fast_client();
+        let lookup = api::lookup(&client, &config.integrations[0], PURCHASE_UUID);
+        testing::assert_server_errors_are_transient(
+            &state,
+            ProviderKind::Zettle,
+            PURCHASE_UUID,
+            lookup,
+        )
+        .await;
     }
 
     #[actix_rt::test]
     async fn zettle_lookup_rejects_refs_that_are_not_uuids() {
         let (state, config) = serve();
         for bad in ["", "abc", "../token", "0d6f1a381f3c11ef80005e5a1c2b3d4e"] {
-            let result = api::lookup(&client(), &config.integrations[0], bad).await;
+            let result = api::lookup(&testing::fast_client(), &config.integrations[0], bad).await;
             assert!(
                 matches!(result, Err(ApiError::Permanent(_))),
                 "{bad:?} gave {result:?}"
@@ -398,13 +368,7 @@ mod tests {
         let webhook = webhook(integration, &purchase, WebhookKind::Created, now);
         assert_eq!(webhook.path_and_query, "/webhooks/zettle/demo-zettle");
 
-        let mut headers = HeaderMap::new();
-        for (name, value) in &webhook.headers {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
+        let headers = testing::header_map(&webhook);
         let request = WebhookRequest {
             headers: &headers,
             body: &webhook.body,

@@ -11,20 +11,14 @@
 //! reads from the payload is. Zettle's timestamp is signed but kvitto sets no
 //! tolerance on it: replays are caught by deduplicating on `messageUuid`.
 
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 
 use crate::config::IntegrationConfig;
+use crate::providers::hmac_sig;
 use crate::providers::{SignatureError, WebhookRequest};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The header carrying the signature (header names are case-insensitive).
 pub const SIGNATURE_HEADER: &str = "x-izettle-signature";
-
-/// Length of an HMAC-SHA256 tag; anything else in the header is malformed.
-const SIGNATURE_LEN_BYTES: usize = 32;
 
 /// The two envelope fields the signature covers.
 #[derive(Deserialize)]
@@ -33,49 +27,31 @@ struct SignedFields {
     payload: String,
 }
 
+impl SignedFields {
+    /// What Zettle signs: the timestamp, a `.`, then the payload.
+    fn parts(&self) -> [&[u8]; 3] {
+        [self.timestamp.as_bytes(), b".", self.payload.as_bytes()]
+    }
+}
+
 /// Checks the delivery's signature against every configured signing key.
+/// The header is hex in either case.
 pub fn verify(
     integration: &IntegrationConfig,
     request: &WebhookRequest<'_>,
 ) -> Result<(), SignatureError> {
-    let header = request
-        .header(SIGNATURE_HEADER)?
-        .ok_or(SignatureError::Missing)?;
-    let claimed = parse_header(header)?;
+    let header = request.required_header(SIGNATURE_HEADER)?;
+    let claimed = hmac_sig::decode_hex_signature(header)?;
     let fields = signed_fields(request.body)?;
 
-    let matches = integration
-        .signing_secrets
-        .iter()
-        .filter(|secret| !secret.is_empty())
-        .any(|secret| mac(secret, &fields).verify_slice(&claimed).is_ok());
-    if matches {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    hmac_sig::verify_any_secret(&integration.signing_secrets, &fields.parts(), &claimed)
 }
 
 /// The `X-iZettle-Signature` value Zettle would send for `envelope` (the
 /// whole JSON body).
 pub fn sign(secret: &str, envelope: &[u8]) -> Result<String, SignatureError> {
     let fields = signed_fields(envelope)?;
-    Ok(hex::encode(mac(secret, &fields).finalize().into_bytes()))
-}
-
-/// Decodes the hex header (either case) into the 32 claimed bytes.
-fn parse_header(header: &str) -> Result<Vec<u8>, SignatureError> {
-    if header.is_empty() {
-        return Err(SignatureError::MalformedHeader("empty signature"));
-    }
-    let claimed =
-        hex::decode(header).map_err(|_| SignatureError::MalformedHeader("signature is not hex"))?;
-    if claimed.len() != SIGNATURE_LEN_BYTES {
-        return Err(SignatureError::MalformedHeader(
-            "signature has the wrong length",
-        ));
-    }
-    Ok(claimed)
+    Ok(hmac_sig::sign_hex(secret, &fields.parts()))
 }
 
 fn signed_fields(envelope: &[u8]) -> Result<SignedFields, SignatureError> {
@@ -83,23 +59,12 @@ fn signed_fields(envelope: &[u8]) -> Result<SignedFields, SignatureError> {
         .map_err(|_| SignatureError::MalformedBody("envelope lacks string timestamp and payload"))
 }
 
-fn mac(secret: &str, fields: &SignedFields) -> HmacSha256 {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("hmac accepts any key length");
-    mac.update(fields.timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(fields.payload.as_bytes());
-    mac
-}
-
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
     use super::*;
-    use crate::config::Config;
     use crate::providers::ProviderKind;
+    use crate::sandbox::testing;
 
     const KEY: &str = "demo-zettle-signing-key";
     const ENVELOPE: &str = r#"{"organizationUuid":"ab2c8f4e-1b7a-11ef-9a3b-0242ac120002","messageUuid":"6a4b1a52-2d1c-4a0b-9d89-cc1e0b9b2f10","eventName":"PurchaseCreated","messageId":"3f1d7f1e0c7a4a66","payload":"{\"purchaseUUID1\":\"0d6f1a38-1f3c-11ef-8000-5e5a1c2b3d4e\",\"amount\":14950,\"currency\":\"SEK\"}","timestamp":"2026-03-14T09:15:31.123Z"}"#;
@@ -110,32 +75,15 @@ mod tests {
     const ENVELOPE_SIGNATURE: &str =
         "05c5a6bc178cc61bc01a8ceaabb90b47c4f5544005b089417b5cd2be5ee49a6c";
 
-    fn integration(secrets: &[&str]) -> IntegrationConfig {
-        let text = std::fs::read_to_string("config/kvitto.toml").unwrap();
-        let config = Config::from_toml(&text).unwrap();
-        let mut integration = config
-            .integrations
-            .into_iter()
-            .find(|i| i.provider == ProviderKind::Zettle)
-            .unwrap();
-        integration.signing_secrets = secrets.iter().map(|s| s.to_string()).collect();
-        integration
-    }
-
     fn check(secrets: &[&str], header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = header {
-            headers.insert(
-                HeaderName::from_static(SIGNATURE_HEADER),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
-        }
+        let headers = testing::headers_with(SIGNATURE_HEADER, header);
         let request = WebhookRequest {
             headers: &headers,
             body,
             query: "",
         };
-        verify(&integration(secrets), &request)
+        let integration = testing::integration_with_secrets(ProviderKind::Zettle, secrets);
+        verify(&integration, &request)
     }
 
     fn valid(body: &str) -> Result<(), SignatureError> {
