@@ -325,8 +325,9 @@ impl IntegrationConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Figment's own words, which name the key and where it came from.
     #[error("{0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(String),
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
 }
@@ -376,7 +377,12 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = figment.extract().map_err(|error| {
+            // Figment chains one error per source that failed, often the same
+            // complaint twice; the first says it all.
+            let first = error.into_iter().next().map(|e| e.to_string());
+            ConfigError::Load(first.unwrap_or_else(|| "configuration is invalid".into()))
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -405,6 +411,18 @@ impl Config {
                 "database.url",
                 "must start with sqlite: or postgres://",
             ));
+        }
+        for (key, address) in [
+            ("server.webhook_listen", &self.server.webhook_listen),
+            ("server.admin_listen", &self.server.admin_listen),
+            ("sandbox.listen", &self.sandbox.listen),
+        ] {
+            if std::net::ToSocketAddrs::to_socket_addrs(address.as_str()).is_err() {
+                return Err(invalid(
+                    key,
+                    format!("{address:?} is not a host:port address"),
+                ));
+            }
         }
         if self.server.max_inflight_webhooks == 0 {
             return Err(invalid(
@@ -538,6 +556,15 @@ mod tests {
     fn example_config_is_valid() {
         let text = std::fs::read_to_string("config/kvitto.example.toml").unwrap();
         Config::from_toml(&text).unwrap();
+    }
+
+    #[test]
+    fn listen_address_that_is_not_host_port_names_the_key() {
+        let error = Config::from_toml("[server]\nwebhook_listen = \"notanaddr\"\n").unwrap_err();
+        assert!(
+            error.to_string().starts_with("server.webhook_listen"),
+            "{error}"
+        );
     }
 
     #[test]

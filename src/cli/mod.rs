@@ -59,7 +59,7 @@ struct SimulateArgs {
     #[arg(long, default_value_t = 50.0)]
     rate: f64,
     /// Providers to play, comma separated (default: every configured one).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_enum, value_delimiter = ',')]
     providers: Vec<kvitto::providers::ProviderKind>,
     /// Share of webhooks sent twice, 0.0 to 1.0.
     #[arg(long, default_value_t = 0.0)]

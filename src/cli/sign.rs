@@ -11,7 +11,7 @@ use kvitto::providers::{ProviderKind, generic, shopify, square, stripe, zettle};
 
 #[derive(Debug, clap::Args)]
 pub struct SignArgs {
-    #[arg(long)]
+    #[arg(long, value_enum)]
     provider: ProviderKind,
     /// The signing secret (Stripe: the whole `whsec_...` string).
     #[arg(long, required_unless_present = "integration")]

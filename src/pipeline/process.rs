@@ -197,7 +197,9 @@ async fn process_event(
     let from_truth = decision.from_truth;
     let applied = shared
         .store
-        .apply(&event, &candidate, |stored, candidate| successor(stored, candidate, from_truth))
+        .apply(&event, &candidate, |stored, candidate| {
+            successor(stored, candidate, from_truth)
+        })
         .await?;
     stage(provider, Stage::Store, started);
 
@@ -232,7 +234,11 @@ fn verdict_outcome(decision: &Decision) -> ProcessOutcome {
 /// provider has confirmed a transaction, a later webhook that disagrees with
 /// the provider does not turn it into `rejected`: the disagreement is
 /// counted, and the stored facts stay the provider's.
-fn successor(stored: &Transaction, candidate: &Transaction, from_truth: bool) -> Option<Transaction> {
+fn successor(
+    stored: &Transaction,
+    candidate: &Transaction,
+    from_truth: bool,
+) -> Option<Transaction> {
     let newer = from_truth || candidate.source_version > stored.source_version;
     if !newer {
         return None;

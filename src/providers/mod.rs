@@ -37,8 +37,21 @@ use crate::config::IntegrationConfig;
 
 /// The providers kvitto speaks to. The string form is the URL segment, the
 /// topic suffix and the `provider` metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum ProviderKind {
     Square,
     Stripe,

@@ -94,7 +94,9 @@ async fn send_and_check(
     wait_for_lookups(state, &expected, timeout).await?;
     match before {
         Some(before) => wait_for_processing(&admin, before, timeout).await?,
-        None => println!("note: kvitto's metrics at {admin} are not reachable; not waiting for processing"),
+        None => println!(
+            "note: kvitto's metrics at {admin} are not reachable; not waiting for processing"
+        ),
     }
 
     let unexpected = report.unexpected_total();
@@ -111,7 +113,10 @@ async fn send_and_check(
 /// kvitto's totals of accepted webhooks and processed events, read from its
 /// `/metrics`; `None` when it cannot be read.
 async fn scrape_totals(url: &str) -> Option<(u64, u64)> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
     let text = client.get(url).send().await.ok()?.text().await.ok()?;
     let sum = |prefix: &str, filter: &str| -> u64 {
         text.lines()
@@ -127,7 +132,11 @@ async fn scrape_totals(url: &str) -> Option<(u64, u64)> {
 
 /// Waits until kvitto has processed as many events as it accepted webhooks
 /// since `before`: until then, some of this run is still in its pipeline.
-async fn wait_for_processing(url: &str, before: (u64, u64), timeout: Duration) -> anyhow::Result<()> {
+async fn wait_for_processing(
+    url: &str,
+    before: (u64, u64),
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let (accepted, processed) = scrape_totals(url).await.unwrap_or(before);

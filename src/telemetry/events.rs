@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 
 use super::Event;
 use super::catalog::*;
+use super::throttle::Throttle;
 use crate::providers::ProviderKind;
 
 /// How the webhook listener answered.
@@ -54,9 +55,27 @@ fn provider_label(provider: Option<ProviderKind>) -> &'static str {
     provider.map(ProviderKind::as_str).unwrap_or("unknown")
 }
 
+/// Refused webhooks log at most one line a minute: a forged-webhook flood
+/// must not flood the log too.
+static REFUSED_WEBHOOK_LOG: Throttle = Throttle::new(60);
+
 impl Event for WebhookAnswered {
     fn emit(self) {
         let provider = provider_label(self.provider);
+        let refused = matches!(
+            self.outcome,
+            IngressOutcome::InvalidSignature
+                | IngressOutcome::StaleTimestamp
+                | IngressOutcome::Malformed
+        );
+        if refused && let Some(suppressed) = REFUSED_WEBHOOK_LOG.allow() {
+            tracing::warn!(
+                provider,
+                outcome = self.outcome.as_str(),
+                suppressed,
+                "webhook refused"
+            );
+        }
         counter!(WEBHOOKS_RECEIVED, "provider" => provider, "outcome" => self.outcome.as_str())
             .increment(1);
         histogram!(WEBHOOK_ACK_SECONDS, "provider" => provider).record(self.elapsed.as_secs_f64());
@@ -215,8 +234,19 @@ pub struct VerificationMismatch {
     pub reason: &'static str,
 }
 
+/// Verification mismatches log at most one line a minute.
+static MISMATCH_LOG: Throttle = Throttle::new(60);
+
 impl Event for VerificationMismatch {
     fn emit(self) {
+        if let Some(suppressed) = MISMATCH_LOG.allow() {
+            tracing::warn!(
+                provider = %self.provider,
+                reason = self.reason,
+                suppressed,
+                "webhook disagrees with the provider api"
+            );
+        }
         counter!(VERIFICATION_MISMATCHES, "provider" => self.provider.as_str(), "reason" => self.reason)
             .increment(1);
     }

@@ -2,7 +2,10 @@
 //!
 //! Log style: lowercase messages without a trailing period, fields first.
 //! INFO is lifecycle, WARN is recovered with nothing lost, ERROR means data at
-//! risk or an operator must act; nothing per webhook above DEBUG.
+//! risk or an operator must act; nothing per webhook above DEBUG,
+//! except refusals and disagreements, which are throttled (see [`super::throttle`]).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,7 +20,8 @@ pub fn init(config: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match config.format {
         LogFormat::Json => builder
             .json()
