@@ -33,7 +33,7 @@ use super::Shared;
 use super::process::{self, ProcessError};
 use crate::bus::{Consumer, Delivery};
 use crate::providers::ProviderKind;
-use crate::telemetry::{ActorRestarted, DeadLetterReason, emit};
+use crate::telemetry::{ActorRestarted, DeadLetterReason, EventRetrying, emit};
 
 /// Pause before a failed consumer is re-created.
 const CONSUMER_RESTART_PAUSE: Duration = Duration::from_secs(1);
@@ -58,6 +58,8 @@ pub struct ProviderWorker {
     in_flight: Option<InFlight>,
     /// Why the actor last stopped, for the restart metric.
     last_failure: &'static str,
+    /// Whether the event in hand has failed transiently at least once.
+    retrying: bool,
 }
 
 impl ProviderWorker {
@@ -73,6 +75,7 @@ impl ProviderWorker {
             consumer: None,
             in_flight: None,
             last_failure: "unknown",
+            retrying: false,
         }
     }
 }
@@ -123,10 +126,22 @@ impl Handler<Pump> for ProviderWorker {
         );
         Box::pin(step.into_actor(self).map(|step, actor, ctx| match step {
             Step::Done(consumer) => {
+                if actor.retrying {
+                    actor.retrying = false;
+                    emit(EventRetrying {
+                        provider: actor.provider,
+                        retrying: false,
+                    });
+                }
                 actor.consumer = Some(consumer);
                 ctx.notify(Pump);
             }
             Step::Transient(consumer, in_flight) => {
+                actor.retrying = true;
+                emit(EventRetrying {
+                    provider: actor.provider,
+                    retrying: true,
+                });
                 let base = Duration::from_millis(actor.shared.config.processing.retry_pause_ms);
                 let pause =
                     process::retry_pause(base, in_flight.transient_failures, MAX_RETRY_PAUSE);

@@ -23,6 +23,8 @@ pub const PROVIDER_API_RETRIES: &str = "kvitto_provider_api_retries_total";
 pub const BUS_PUBLISH: &str = "kvitto_bus_publish_total";
 pub const BUS_PUBLISH_SECONDS: &str = "kvitto_bus_publish_duration_seconds";
 pub const BUILD_INFO: &str = "kvitto_build_info";
+pub const EVENT_RETRYING: &str = "kvitto_pipeline_event_retrying";
+pub const EVENT_RETRIES: &str = "kvitto_pipeline_event_retries_total";
 
 /// Buckets for request-scale latencies: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -323,3 +323,24 @@ impl Event for BusPublished {
             .record(self.elapsed.as_secs_f64());
     }
 }
+
+/// A worker's event failed transiently and will be retried (`true`), or the
+/// worker is moving again (`false`).
+pub struct EventRetrying {
+    pub provider: ProviderKind,
+    pub retrying: bool,
+}
+
+impl Event for EventRetrying {
+    fn emit(self) {
+        let provider = self.provider.as_str();
+        metrics::gauge!(EVENT_RETRYING, "provider" => provider).set(if self.retrying {
+            1.0
+        } else {
+            0.0
+        });
+        if self.retrying {
+            counter!(EVENT_RETRIES, "provider" => provider).increment(1);
+        }
+    }
+}

@@ -227,12 +227,24 @@ async fn provider_outage_is_retried_until_it_ends_without_dead_lettering(runtime
         1,
         "nothing stored for zettle while its API fails"
     );
+    metric_reaches(
+        &h,
+        r#"kvitto_pipeline_event_retrying{provider="zettle"}"#,
+        1,
+    )
+    .await;
 
     h.sandbox.set_fault(ProviderKind::Zettle, None);
     metric_reaches(
         &h,
         r#"kvitto_events_processed_total{provider="zettle",outcome="verified"}"#,
         1,
+    )
+    .await;
+    metric_reaches(
+        &h,
+        r#"kvitto_pipeline_event_retrying{provider="zettle"}"#,
+        0,
     )
     .await;
     assert!(
