@@ -1,6 +1,7 @@
 //! Subcommands: `serve` (the default), `migrate`, `check-config`,
-//! `simulate`, `sign` and `transactions`.
+//! `simulate`, `sign`, `transactions` and `deadletter`.
 
+mod deadletter;
 mod sign;
 
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ enum Command {
     Simulate(SimulateArgs),
     /// Print the signature header value a provider would send.
     Sign(sign::SignArgs),
+    /// List, show and replay dead letters.
+    #[command(subcommand)]
+    Deadletter(deadletter::DeadletterCommand),
     /// List the most recently changed transactions.
     Transactions {
         /// How many to list.
@@ -96,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::CheckConfig => check_config(&config),
             Command::Simulate(options) => simulate(config, options).await,
             Command::Transactions { limit, json } => transactions(&config, limit, json).await,
+            Command::Deadletter(command) => deadletter::run(&config, command).await,
             Command::Sign(_) => unreachable!("handled before the runtime starts"),
         }
     })

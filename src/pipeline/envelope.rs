@@ -7,7 +7,7 @@
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bus::{BusMessage, Delivery};
 use crate::canonical::Transaction;
@@ -66,14 +66,14 @@ pub fn transaction_message(transaction: &Transaction) -> BusMessage {
 }
 
 /// What a dead letter says about the event it holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub event_id: String,
     pub provider: String,
     pub integration_id: Option<String>,
     pub provider_event_id: Option<String>,
     /// Bounded reason (`undecodable`, `attempts_exhausted`, ...).
-    pub reason: &'static str,
+    pub reason: String,
     /// What went wrong, in words. Never holds secrets: it is made from
     /// decode and API errors, which carry none.
     pub detail: String,
@@ -88,12 +88,7 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(
-        delivery: &Delivery,
-        reason: &'static str,
-        detail: String,
-        now: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(delivery: &Delivery, reason: &str, detail: String, now: DateTime<Utc>) -> Self {
         let message = &delivery.message;
         DeadLetter {
             event_id: message
@@ -106,7 +101,7 @@ impl DeadLetter {
                 .to_string(),
             integration_id: message.header(INTEGRATION_HEADER).map(str::to_string),
             provider_event_id: message.header(PROVIDER_EVENT_ID_HEADER).map(str::to_string),
-            reason,
+            reason: reason.to_string(),
             detail,
             source_topic: delivery.topic.clone(),
             source_partition: delivery.partition,

@@ -4,6 +4,7 @@
 mod bus;
 mod cli;
 mod crash;
+mod deadletter;
 mod group;
 mod hostile;
 mod ingress;
