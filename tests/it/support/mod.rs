@@ -116,7 +116,9 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create(base_url: &str, suffix: &str) -> TestDatabase {
-        let name = format!("kvitto_test_{suffix}");
+        // The creation time in the name lets the test command clear out
+        // databases left by earlier runs without touching a running one's.
+        let name = format!("kvitto_test_{}_{suffix}", chrono::Utc::now().timestamp());
         let mut admin = sqlx::PgConnection::connect(base_url)
             .await
             .expect("connecting to PostgreSQL");
