@@ -24,6 +24,9 @@ pub struct KafkaConsumer {
     stored: HashMap<i32, i64>,
 }
 
+/// How often a consumer refreshes topic metadata.
+const METADATA_REFRESH_MS: u64 = 5_000;
+
 impl KafkaConsumer {
     pub(super) fn subscribe(
         brokers: &str,
@@ -34,6 +37,12 @@ impl KafkaConsumer {
         let consumer: StreamConsumer = client_config(brokers)
             .set("group.id", group)
             .set("session.timeout.ms", session_timeout_ms.to_string())
+            // A subscribed topic the cluster did not list yet (just created)
+            // is looked for again at this interval, not the default 5 min.
+            .set(
+                "topic.metadata.refresh.interval.ms",
+                METADATA_REFRESH_MS.to_string(),
+            )
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
