@@ -22,7 +22,31 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_kvitto(config_path: &std::path::Path) -> Child {
+/// A kvitto process that is killed when the test ends, however it ends, so
+/// a failing test leaves no daemon behind.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn spawn_kvitto(config_path: &std::path::Path) -> Daemon {
     Command::new(env!("CARGO_BIN_EXE_kvitto"))
         .arg("--config")
         .arg(config_path)
@@ -31,6 +55,7 @@ fn spawn_kvitto(config_path: &std::path::Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
+        .map(Daemon)
         .expect("kvitto binary starts")
 }
 
