@@ -11,22 +11,6 @@ use reqwest::StatusCode;
 
 use crate::support::{Harness, Runtime, eventually};
 
-macro_rules! on_both_runtimes {
-    ($name:ident) => {
-        mod $name {
-            #[actix_rt::test]
-            async fn embedded() {
-                super::$name(crate::support::Runtime::Embedded).await
-            }
-
-            #[actix_rt::test]
-            async fn kafka_postgres() {
-                super::$name(crate::support::Runtime::KafkaPostgres).await
-            }
-        }
-    };
-}
-
 on_both_runtimes!(replayed_dead_letter_is_processed_once_its_cause_is_fixed);
 async fn replayed_dead_letter_is_processed_once_its_cause_is_fixed(runtime: Runtime) {
     let Some(h) = Harness::start(runtime, |_| {}).await else {

@@ -13,22 +13,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{Harness, Runtime, eventually, generic_webhook};
 
-macro_rules! on_both_runtimes {
-    ($name:ident) => {
-        mod $name {
-            #[actix_rt::test]
-            async fn embedded() {
-                super::$name(crate::support::Runtime::Embedded).await
-            }
-
-            #[actix_rt::test]
-            async fn kafka_postgres() {
-                super::$name(crate::support::Runtime::KafkaPostgres).await
-            }
-        }
-    };
-}
-
 async fn dead_letters(h: &Harness) -> Vec<Value> {
     h.topic(&h.env.config.bus.deadletter_topic())
         .await

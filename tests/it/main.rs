@@ -1,6 +1,9 @@
 //! kvitto's integration tests: one binary, real sockets, real SQLite,
 //! PostgreSQL and a Kafka-protocol broker (see `scripts/test`).
 
+#[macro_use]
+mod support;
+
 mod bus;
 mod cli;
 mod crash;
@@ -10,4 +13,3 @@ mod hostile;
 mod ingress;
 mod outage;
 mod pipeline;
-mod support;

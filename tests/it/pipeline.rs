@@ -13,23 +13,6 @@ use serde_json::Value;
 
 use crate::support::{Harness, Runtime, eventually, generic_webhook};
 
-/// Runs an async test body once per runtime.
-macro_rules! on_both_runtimes {
-    ($name:ident) => {
-        mod $name {
-            #[actix_rt::test]
-            async fn embedded() {
-                super::$name(crate::support::Runtime::Embedded).await
-            }
-
-            #[actix_rt::test]
-            async fn kafka_postgres() {
-                super::$name(crate::support::Runtime::KafkaPostgres).await
-            }
-        }
-    };
-}
-
 /// Waits until a metric line reads exactly `value`.
 async fn metric_reaches(h: &Harness, series: &str, value: u64) {
     let line = format!("{series} {value}");

@@ -18,6 +18,24 @@ use kvitto::providers::ProviderKind;
 use kvitto::sandbox::{Purchase, SandboxState, SandboxWebhook, WebhookKind};
 use sqlx::{Connection, Executor};
 
+/// Runs an async test body, `async fn NAME(runtime: Runtime)`, once per
+/// runtime: as `NAME::embedded` and `NAME::kafka_postgres`.
+macro_rules! on_both_runtimes {
+    ($name:ident) => {
+        mod $name {
+            #[actix_rt::test]
+            async fn embedded() {
+                super::$name(crate::support::Runtime::Embedded).await
+            }
+
+            #[actix_rt::test]
+            async fn kafka_postgres() {
+                super::$name(crate::support::Runtime::KafkaPostgres).await
+            }
+        }
+    };
+}
+
 /// Where a test's kvitto keeps its events and rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
