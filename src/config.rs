@@ -192,6 +192,9 @@ pub struct ProcessingConfig {
     pub max_attempts: u32,
     /// Pause between processing attempts of an event that failed transiently.
     pub retry_pause_ms: u64,
+    /// How often each integration's provider API is checked for reachability
+    /// and accepted credentials (`kvitto_integration_up`, `/readyz`).
+    pub integration_check_interval_secs: u64,
 }
 
 impl Default for ProcessingConfig {
@@ -205,6 +208,7 @@ impl Default for ProcessingConfig {
             api_max_retry_after_secs: 60,
             max_attempts: 10,
             retry_pause_ms: 1_000,
+            integration_check_interval_secs: 60,
         }
     }
 }
@@ -439,6 +443,12 @@ impl Config {
         if self.processing.max_attempts < 1 {
             return Err(invalid("processing.max_attempts", "must be at least 1"));
         }
+        if self.processing.integration_check_interval_secs == 0 {
+            return Err(invalid(
+                "processing.integration_check_interval_secs",
+                "must be greater than 0",
+            ));
+        }
         let mut seen = HashSet::new();
         for (index, integration) in self.integrations.iter().enumerate() {
             let key = |field: &str| format!("integrations[{index}].{field}");
@@ -564,6 +574,16 @@ mod tests {
         assert!(
             error.to_string().starts_with("server.webhook_listen"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn zero_integration_check_interval_names_the_key() {
+        let error =
+            Config::from_toml("[processing]\nintegration_check_interval_secs = 0\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "processing.integration_check_interval_secs: must be greater than 0"
         );
     }
 
