@@ -17,7 +17,8 @@
 //! - [`telemetry`]: typed events that count and log; the metric catalog.
 //!
 //! Around it: [`config`] (one typed struct), [`canonical`] (the one shape of a
-//! transaction), [`money`], [`admin`] (metrics and health), [`deadletter`]
+//! transaction), [`money`], [`admin`] (metrics and health), [`health`]
+//! (checks each integration's provider API), [`deadletter`]
 //! (reading and replaying dead letters), [`sandbox`]
 //! (plays the providers) and [`app`] (wires it all for `kvitto serve`).
 
@@ -27,6 +28,7 @@ pub mod bus;
 pub mod canonical;
 pub mod config;
 pub mod deadletter;
+pub mod health;
 pub mod ingress;
 pub mod money;
 pub mod pipeline;

@@ -7,6 +7,12 @@
 //! injected per provider (errors, rate limits, hangs, wrong amounts) so the
 //! failure paths are exercised against real HTTP.
 //!
+//! Each provider also answers kvitto's health probe the way its real API
+//! does (see `crate::health`): the sandbox credentials are accepted, any
+//! others get 401. Probes are counted apart from lookups, and the injected
+//! faults apply to them too (except Zettle's token fetch, which lookups
+//! share).
+//!
 //! Each provider's own part lives in `providers/<name>/sandbox.rs`; this
 //! module holds what they share.
 
@@ -101,6 +107,7 @@ pub struct SandboxState {
     pub config: Config,
     purchases: RwLock<HashMap<(ProviderKind, String), Purchase>>,
     lookups: Mutex<HashMap<(ProviderKind, String), u32>>,
+    probes: Mutex<HashMap<ProviderKind, u32>>,
     faults: RwLock<HashMap<ProviderKind, Fault>>,
 }
 
@@ -110,6 +117,7 @@ impl SandboxState {
             config,
             purchases: RwLock::new(HashMap::new()),
             lookups: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
             faults: RwLock::new(HashMap::new()),
         }
     }
@@ -161,6 +169,47 @@ impl SandboxState {
             .get(&key)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// How many health probes of `provider` reached the sandbox.
+    pub fn probes_of(&self, provider: ProviderKind) -> u32 {
+        self.probes
+            .lock()
+            .expect("sandbox lock")
+            .get(&provider)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Records a health probe that presented valid credentials, and applies
+    /// the fault injected for the provider: `Some` answer to give instead of
+    /// the healthy one.
+    pub async fn probe(&self, provider: ProviderKind) -> Option<HttpResponse> {
+        *self
+            .probes
+            .lock()
+            .expect("sandbox lock")
+            .entry(provider)
+            .or_default() += 1;
+        let fault = self
+            .faults
+            .read()
+            .expect("sandbox lock")
+            .get(&provider)
+            .copied();
+        match fault? {
+            Fault::ServerError => Some(HttpResponse::InternalServerError().finish()),
+            Fault::RateLimited { retry_after_secs } => Some(
+                HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", retry_after_secs.to_string()))
+                    .finish(),
+            ),
+            Fault::Hang(duration) => {
+                tokio::time::sleep(duration).await;
+                None
+            }
+            Fault::WrongAmount { .. } => None,
+        }
     }
 
     /// Purchases that kvitto has looked up at least once.

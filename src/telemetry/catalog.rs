@@ -124,4 +124,22 @@ fn describe_all() {
         BUILD_INFO,
         "Always 1; the version label says which build is running."
     );
+    describe_integration_health();
+}
+
+// ---- Integration health (the health monitor, `crate::health`) ----
+
+pub const INTEGRATION_UP: &str = "kvitto_integration_up";
+pub const INTEGRATION_CHECK_TIMESTAMP: &str = "kvitto_integration_check_timestamp_seconds";
+
+fn describe_integration_health() {
+    describe_gauge!(
+        INTEGRATION_UP,
+        "1 when the last check of the integration's provider API succeeded (reachable, credentials accepted), else 0."
+    );
+    describe_gauge!(
+        INTEGRATION_CHECK_TIMESTAMP,
+        Unit::Seconds,
+        "Unix time of the integration's last completed provider API check."
+    );
 }

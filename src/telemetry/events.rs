@@ -344,3 +344,61 @@ impl Event for EventRetrying {
         }
     }
 }
+
+// ---- Integration health (the health monitor, `crate::health`) ----
+
+/// One check of an integration's provider API finished.
+pub struct IntegrationChecked<'a> {
+    pub provider: ProviderKind,
+    /// The integration's label (`crate::health::integration_label`): its id,
+    /// or a digest of it where the id is a secret path token. Bounded by the
+    /// number of configured integrations.
+    pub integration: &'a str,
+    /// What the check before found; `None` for the first check.
+    pub was_up: Option<bool>,
+    /// `None` when the integration is up.
+    pub failure: Option<&'a crate::health::ProbeFailure>,
+    pub checked_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Event for IntegrationChecked<'_> {
+    fn emit(self) {
+        let provider = self.provider.as_str();
+        let integration = self.integration.to_string();
+        let up = if self.failure.is_none() { 1.0 } else { 0.0 };
+        metrics::gauge!(INTEGRATION_UP, "provider" => provider, "integration" => integration.clone())
+            .set(up);
+        // Milliseconds as a fraction: Prometheus timestamps are float seconds.
+        let checked_at = self.checked_at.timestamp_millis() as f64 / 1_000.0;
+        metrics::gauge!(INTEGRATION_CHECK_TIMESTAMP, "provider" => provider, "integration" => integration)
+            .set(checked_at);
+        // Only changes are logged: a provider that stays down for a day
+        // gives one WARN, not one per check.
+        match (self.was_up, self.failure) {
+            (Some(false), None) => {
+                tracing::info!(
+                    provider,
+                    integration = self.integration,
+                    "integration api is up again"
+                );
+            }
+            (None | Some(true), Some(failure)) => {
+                tracing::warn!(
+                    provider,
+                    integration = self.integration,
+                    reason = failure.reason.as_str(),
+                    detail = %failure.detail,
+                    "integration api check failed"
+                );
+            }
+            (None, None) => {
+                tracing::debug!(
+                    provider,
+                    integration = self.integration,
+                    "integration api is up"
+                );
+            }
+            (Some(true), None) | (Some(false), Some(_)) => {}
+        }
+    }
+}

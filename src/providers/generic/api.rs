@@ -3,15 +3,44 @@
 //! answering the transaction shape the webhooks carry (without `event_id` and
 //! `type`). The answer is the truth kvitto verifies the webhook against; an
 //! answer about another transaction than the one asked for is refused.
+//!
+//! The adapter's API has no other endpoint, so the health probe looks up
+//! [`PROBE_TRANSACTION_ID`], which no POS issues: 404 (or an answer) means
+//! the API accepted the token, 401 or 403 that it did not.
 
-use reqwest::Url;
+use reqwest::{StatusCode, Url};
 
 use super::decode::TransactionBody;
 use crate::config::IntegrationConfig;
+use crate::health::ProbeFailure;
+use crate::health::probe::{expect_status, send_once};
 use crate::providers::api_client::api_url;
 use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
 
 const ENDPOINT_TRANSACTIONS_GET: &str = "transactions.get";
+const ENDPOINT_PROBE: &str = "transactions.probe";
+
+/// The transaction id the health probe asks for.
+pub const PROBE_TRANSACTION_ID: &str = "kvitto-health-check";
+
+/// Checks that the POS API answers a lookup with the integration's token.
+pub async fn probe(
+    client: &ApiClient,
+    integration: &IntegrationConfig,
+) -> Result<(), ProbeFailure> {
+    let token = integration
+        .api_token
+        .as_deref()
+        .ok_or_else(|| ProbeFailure::misconfigured("generic integration has no api_token"))?;
+    let url = transaction_url(integration.api_base(), PROBE_TRANSACTION_ID)?;
+    let request = client
+        .http_for(integration)?
+        .get(url)
+        .bearer_auth(token)
+        .header("Accept", "application/json");
+    let response = send_once(ProviderKind::Generic, ENDPOINT_PROBE, request).await?;
+    expect_status(&response, &[StatusCode::NOT_FOUND, StatusCode::OK])
+}
 
 pub async fn lookup(
     client: &ApiClient,

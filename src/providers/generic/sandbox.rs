@@ -10,6 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use serde_json::{Value, json};
 
+use super::api::PROBE_TRANSACTION_ID;
 use super::decode::{TRANSACTION_CREATED, TRANSACTION_UPDATED};
 use super::signature;
 use crate::config::{IntegrationConfig, SignedPayload};
@@ -77,6 +78,12 @@ async fn get_transaction(
         return HttpResponse::Unauthorized().json(json!({"error": "unauthorized"}));
     };
     let integration_id = integration.id.clone();
+    if id.as_str() == PROBE_TRANSACTION_ID {
+        return match state.probe(ProviderKind::Generic).await {
+            Some(fault) => fault,
+            None => HttpResponse::NotFound().json(json!({"error": "transaction_not_found"})),
+        };
+    }
     match state.lookup(ProviderKind::Generic, &id).await {
         // A token sees only its own merchant's transactions.
         Lookup::Found(purchase) if purchase.integration_id == integration_id => {

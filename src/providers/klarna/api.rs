@@ -9,18 +9,29 @@
 //! so a lookup that is retried acknowledges again harmlessly; a transiently
 //! failed acknowledgement retries the event until Klarna has
 //! heard it, rather than stored while Klarna keeps pushing.
+//!
+//! The health probe reads the order [`PROBE_ORDER_ID`], which no order has,
+//! with the integration's credentials: 404 means Klarna accepted them, 401
+//! or 403 that it did not. Nothing is acknowledged.
 
 use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::canonical::{LineItem, PaymentState};
 use crate::config::IntegrationConfig;
+use crate::health::ProbeFailure;
+use crate::health::probe::{expect_status, send_once};
 use crate::money;
 use crate::providers::klarna::decode::is_order_id;
 use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
 
 const ENDPOINT_GET: &str = "orders.get";
 const ENDPOINT_ACKNOWLEDGE: &str = "orders.acknowledge";
+const ENDPOINT_PROBE: &str = "orders.probe";
+
+/// A well-formed order id (a UUID) that Klarna never issues.
+pub const PROBE_ORDER_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// The part of a Klarna order kvitto reads.
 #[derive(Debug, Deserialize)]
@@ -103,6 +114,25 @@ pub async fn lookup(
             }
         })?;
     Ok(truth)
+}
+
+/// Checks that the order management API answers with the integration's
+/// basic-auth credentials.
+pub async fn probe(
+    client: &ApiClient,
+    integration: &IntegrationConfig,
+) -> Result<(), ProbeFailure> {
+    let (username, password) = credentials(integration)?;
+    let url = format!(
+        "{}/ordermanagement/v1/orders/{PROBE_ORDER_ID}",
+        integration.api_base()
+    );
+    let request = client
+        .http_for(integration)?
+        .get(&url)
+        .basic_auth(username, Some(password));
+    let response = send_once(ProviderKind::Klarna, ENDPOINT_PROBE, request).await?;
+    expect_status(&response, &[StatusCode::NOT_FOUND, StatusCode::OK])
 }
 
 fn credentials(integration: &IntegrationConfig) -> Result<(&str, &str), ApiError> {

@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 use crate::canonical::PaymentState;
 use crate::config::IntegrationConfig;
 use crate::providers::ProviderKind;
+use crate::providers::klarna::api::PROBE_ORDER_ID;
 use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind};
 
 /// How many times each order id was acknowledged.
@@ -85,6 +86,12 @@ async fn get_order(
     let Some(integration) = authenticated(&state, request.headers()) else {
         return unauthorized();
     };
+    if order_id.as_str() == PROBE_ORDER_ID {
+        return match state.probe(ProviderKind::Klarna).await {
+            Some(fault) => fault,
+            None => no_such_order(&order_id),
+        };
+    }
     match state.lookup(ProviderKind::Klarna, &order_id).await {
         Lookup::Found(purchase) if purchase.integration_id == integration.id => {
             HttpResponse::Ok().json(order_json(&purchase))

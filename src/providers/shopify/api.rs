@@ -6,12 +6,17 @@
 //! GraphQL variable (never spliced into the query text). GraphQL answers 200
 //! even for errors, so the body decides: `order: null` is not-found,
 //! top-level `errors` are permanent.
+//!
+//! The health probe asks the same endpoint for `{ shop { name } }`, which
+//! every access token may read, whatever its scopes.
 
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::canonical::LineItem;
 use crate::config::IntegrationConfig;
+use crate::health::ProbeFailure;
+use crate::health::probe::{DownReason, expect_status, send_once};
 use crate::money;
 use crate::providers::shopify::decode::{financial_state, line_item, parse_time};
 use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
@@ -30,6 +35,9 @@ pub const ORDER_QUERY: &str = "query kvittoOrder($id: ID!) { order(id: $id) { id
      updatedAt displayFinancialStatus totalPriceSet { shopMoney { amount currencyCode } } \
      physicalLocation { id } lineItems(first: 100) { nodes { title quantity sku \
      originalUnitPriceSet { shopMoney { amount } } } } } }";
+
+/// The health probe's query: the cheapest read there is.
+pub const SHOP_QUERY: &str = "query kvittoHealth { shop { name } }";
 
 #[derive(Deserialize)]
 struct Answer {
@@ -133,6 +141,42 @@ pub async fn lookup(
         .and_then(|data| data.order)
         .ok_or(ApiError::NotFound)?;
     truth(order, transaction_ref)
+}
+
+/// Checks that the Admin API answers the shop query with the access token.
+pub async fn probe(
+    client: &ApiClient,
+    integration: &IntegrationConfig,
+) -> Result<(), ProbeFailure> {
+    let token = integration
+        .api_token
+        .as_deref()
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| ProbeFailure::misconfigured("shopify integration has no api_token"))?;
+    let url = format!(
+        "{}/admin/api/{API_VERSION}/graphql.json",
+        integration.api_base()
+    );
+    let request = client
+        .http_for(integration)?
+        .post(&url)
+        .header(ACCESS_TOKEN_HEADER, token)
+        .json(&json!({ "query": SHOP_QUERY }));
+    let response = send_once(ProviderKind::Shopify, "graphql.shop", request).await?;
+    expect_status(&response, &[reqwest::StatusCode::OK])?;
+    // GraphQL answers 200 to a query it refused: only a shop name is up.
+    let answer: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|_| ProbeFailure::new(DownReason::UnexpectedStatus, "answer is not JSON"))?;
+    if answer["data"]["shop"]["name"].is_string() {
+        Ok(())
+    } else {
+        Err(ProbeFailure::new(
+            DownReason::UnexpectedStatus,
+            "answer holds no shop (GraphQL errors)",
+        ))
+    }
 }
 
 fn truth(order: Order, transaction_ref: &str) -> Result<ProviderTruth, ApiError> {

@@ -115,6 +115,13 @@ async fn graphql(
 
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let query = request["query"].as_str().unwrap_or("");
+    if query.contains("shop {") {
+        if let Some(fault) = state.probe(ProviderKind::Shopify).await {
+            return fault;
+        }
+        let shop = json!({ "name": integration.business_id });
+        return HttpResponse::Ok().json(json!({ "data": { "shop": shop } }));
+    }
     let gid = request["variables"]["id"].as_str().unwrap_or("");
     let order_id = gid
         .strip_prefix(ORDER_GID_PREFIX)

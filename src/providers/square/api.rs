@@ -6,16 +6,21 @@
 //! `{"errors": [{"category": "INVALID_REQUEST_ERROR", "code": "NOT_FOUND"}]}`
 //! for a payment the merchant does not have.
 //!
+//! The health probe reads `GET /v2/locations` ("ListLocations"), which every
+//! access token may call and which changes nothing.
+//!
 //! Guarantee: a [`ProviderTruth`] is returned only when the answer is about
 //! the payment asked for and carries every fact kvitto stores; anything less
 //! is a permanent error, never a guess.
 
-use reqwest::Url;
 use reqwest::header::ACCEPT;
+use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use super::decode::{Payment, payment_facts};
 use crate::config::IntegrationConfig;
+use crate::health::ProbeFailure;
+use crate::health::probe::{expect_status, send_once};
 use crate::providers::api_client::api_url;
 use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
 
@@ -27,6 +32,8 @@ const SQUARE_VERSION_HEADER: &str = "Square-Version";
 
 /// The `endpoint` metric label of the payment lookup.
 const PAYMENTS_GET_ENDPOINT: &str = "payments.get";
+/// The `endpoint` metric label of the health probe.
+const LOCATIONS_LIST_ENDPOINT: &str = "locations.list";
 
 #[derive(Debug, Deserialize)]
 struct PaymentAnswer {
@@ -56,6 +63,31 @@ pub async fn lookup(
         })
         .await?;
     truth(&answer.payment, transaction_ref)
+}
+
+/// Checks that Square answers `ListLocations` with the access token.
+pub async fn probe(
+    client: &ApiClient,
+    integration: &IntegrationConfig,
+) -> Result<(), ProbeFailure> {
+    let token = integration
+        .api_token
+        .as_deref()
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| ProbeFailure::misconfigured("square integration has no api_token"))?;
+    let url = api_url(
+        ProviderKind::Square,
+        integration.api_base(),
+        &["v2", "locations"],
+    )?;
+    let request = client
+        .http_for(integration)?
+        .get(url)
+        .bearer_auth(token)
+        .header(SQUARE_VERSION_HEADER, SQUARE_VERSION)
+        .header(ACCEPT, "application/json");
+    let response = send_once(ProviderKind::Square, LOCATIONS_LIST_ENDPOINT, request).await?;
+    expect_status(&response, &[StatusCode::OK])
 }
 
 /// `{api_base}/v2/payments/{id}`, with the id percent-encoded as one path

@@ -86,11 +86,38 @@ pub fn webhook(
     }
 }
 
-/// Serves `GET /square/v2/payments/{payment_id}`.
+/// Serves `GET /square/v2/payments/{payment_id}` and `GET
+/// /square/v2/locations` (the health probe).
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(
-        web::scope("/square").route("/v2/payments/{payment_id}", web::get().to(get_payment)),
+        web::scope("/square")
+            .route("/v2/payments/{payment_id}", web::get().to(get_payment))
+            .route("/v2/locations", web::get().to(list_locations)),
     );
+}
+
+/// `ListLocations`: the merchant's one location, as Square shapes it.
+async fn list_locations(state: web::Data<SandboxState>, request: HttpRequest) -> HttpResponse {
+    let Some(integration) = state.integration_with_bearer(ProviderKind::Square, &request) else {
+        return error(
+            HttpResponse::Unauthorized(),
+            "AUTHENTICATION_ERROR",
+            "UNAUTHORIZED",
+            "This request could not be authorized.",
+        );
+    };
+    let location = json!({
+        "id": integration.provider_location_id.clone().unwrap_or_else(|| "L88917AVBK2S5".into()),
+        "name": integration.location_id,
+        "merchant_id": merchant_id(integration),
+        "status": "ACTIVE",
+        "country": "SE",
+        "currency": "SEK",
+    });
+    if let Some(fault) = state.probe(ProviderKind::Square).await {
+        return fault;
+    }
+    HttpResponse::Ok().json(json!({ "locations": [location] }))
 }
 
 async fn get_payment(

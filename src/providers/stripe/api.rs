@@ -7,6 +7,9 @@
 //! "resource_missing"}}`, which the client reports as
 //! [`ApiError::NotFound`].
 //!
+//! The health probe reads `GET /v1/balance` ("Retrieve balance"), which any
+//! secret or restricted key with read access may call.
+//!
 //! Guarantee: a [`ProviderTruth`] is returned only for an answer about the
 //! object asked for. Stripe objects carry no `updated_at`, so the truth's
 //! `source_version` is the moment of the lookup in milliseconds: the answer
@@ -15,11 +18,13 @@
 //! claims (`created` × 1000).
 
 use chrono::Utc;
-use reqwest::Url;
 use reqwest::header::ACCEPT;
+use reqwest::{StatusCode, Url};
 
 use super::decode::{Charge, Facts, PaymentIntent, charge_facts, payment_intent_facts};
 use crate::config::IntegrationConfig;
+use crate::health::ProbeFailure;
+use crate::health::probe::{expect_status, send_once};
 use crate::providers::api_client::api_url;
 use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
 
@@ -32,6 +37,7 @@ const STRIPE_VERSION_HEADER: &str = "Stripe-Version";
 /// The `endpoint` metric labels.
 const CHARGES_GET_ENDPOINT: &str = "charges.get";
 const PAYMENT_INTENTS_GET_ENDPOINT: &str = "payment_intents.get";
+const BALANCE_GET_ENDPOINT: &str = "balance.get";
 
 /// Looks a charge (`ch_...`) or payment intent (`pi_...`) up.
 pub async fn lookup(
@@ -73,6 +79,31 @@ pub async fn lookup(
         ));
     };
     truth(facts, transaction_ref)
+}
+
+/// Checks that Stripe answers `GET /v1/balance` with the secret key.
+pub async fn probe(
+    client: &ApiClient,
+    integration: &IntegrationConfig,
+) -> Result<(), ProbeFailure> {
+    let token = integration
+        .api_token
+        .as_deref()
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| ProbeFailure::misconfigured("stripe integration has no api_token"))?;
+    let url = api_url(
+        ProviderKind::Stripe,
+        integration.api_base(),
+        &["v1", "balance"],
+    )?;
+    let request = client
+        .http_for(integration)?
+        .get(url)
+        .bearer_auth(token)
+        .header(STRIPE_VERSION_HEADER, STRIPE_VERSION)
+        .header(ACCEPT, "application/json");
+    let response = send_once(ProviderKind::Stripe, BALANCE_GET_ENDPOINT, request).await?;
+    expect_status(&response, &[StatusCode::OK])
 }
 
 /// A payment intent's facts under its own id: it is looked up by that id

@@ -102,8 +102,33 @@ pub fn routes(cfg: &mut ServiceConfig) {
             .route(
                 "/v1/payment_intents/{id}",
                 web::get().to(get_payment_intent),
-            ),
+            )
+            .route("/v1/balance", web::get().to(get_balance)),
     );
+}
+
+/// `GET /v1/balance` (the health probe): an empty SEK balance.
+async fn get_balance(state: web::Data<SandboxState>, request: HttpRequest) -> HttpResponse {
+    if state
+        .integration_with_bearer(ProviderKind::Stripe, &request)
+        .is_none()
+    {
+        return error(
+            HttpResponse::Unauthorized(),
+            None,
+            "Invalid API Key provided: sk_****",
+        );
+    }
+    if let Some(fault) = state.probe(ProviderKind::Stripe).await {
+        return fault;
+    }
+    let funds = json!([{ "amount": 0, "currency": "sek", "source_types": { "card": 0 } }]);
+    HttpResponse::Ok().json(json!({
+        "object": "balance",
+        "available": funds,
+        "pending": funds,
+        "livemode": false,
+    }))
 }
 
 async fn get_charge(

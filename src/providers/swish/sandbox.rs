@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::canonical::PaymentState;
 use crate::config::IntegrationConfig;
 use crate::providers::ProviderKind;
+use crate::providers::swish::api::PROBE_PAYMENT_REQUEST_ID;
 use crate::sandbox::{Lookup, Purchase, SandboxState, SandboxWebhook, WebhookKind, decimal_amount};
 
 /// The public base URL the demo registers as `callbackUrl`.
@@ -87,6 +88,12 @@ async fn get_payment_request(
     state: web::Data<SandboxState>,
     id: web::Path<String>,
 ) -> HttpResponse {
+    if id.as_str() == PROBE_PAYMENT_REQUEST_ID {
+        return match state.probe(ProviderKind::Swish).await {
+            Some(fault) => fault,
+            None => HttpResponse::NotFound().finish(),
+        };
+    }
     match state.lookup(ProviderKind::Swish, &id).await {
         Lookup::Found(purchase) => {
             let status = status_of(purchase.state);

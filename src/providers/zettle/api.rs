@@ -7,16 +7,23 @@
 //! is cached per integration for its lifetime (7200 s) minus a margin by
 //! [`ApiClient::cached_token`]. Then `GET /purchases/v2/{purchaseUUID}`.
 //!
+//! The health probe is the token fetch itself (uncached): it proves the
+//! OAuth host answers and accepts the client id and API key, which is all
+//! a lookup needs before it can ask the Purchase API.
+//!
 //! Known shortcoming: a cached token that Zettle revokes early is not
 //! dropped on the 401 it causes; lookups of that integration fail as
 //! permanent until the cached token's lifetime runs out.
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 
 use crate::config::IntegrationConfig;
+use crate::health::ProbeFailure;
+use crate::health::probe::{DownReason, expect_status, send_once};
 use crate::providers::zettle::decode::{ZettlePurchase, purchase_facts};
 use crate::providers::{ApiClient, ApiError, ProviderKind, ProviderTruth};
 
@@ -75,11 +82,52 @@ pub async fn lookup(
     })
 }
 
-/// Trades the integration's API key for an access token and its lifetime.
-async fn fetch_token(
+/// OAuth error codes (RFC 6749, section 5.2) that mean the client id or the
+/// API key was refused.
+const REFUSED_GRANT_ERRORS: &[&str] = &["invalid_grant", "invalid_client", "unauthorized_client"];
+
+#[derive(Deserialize)]
+struct OauthError {
+    #[serde(default)]
+    error: String,
+}
+
+/// Checks that the OAuth host grants a token for the integration's client
+/// id and API key. The token is not kept.
+pub async fn probe(
     client: &ApiClient,
     integration: &IntegrationConfig,
-) -> Result<(String, Duration), ApiError> {
+) -> Result<(), ProbeFailure> {
+    let (url, form) = token_request(integration).map_err(ProbeFailure::from)?;
+    let request = client
+        .http_for(integration)?
+        .post(&url)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form);
+    let response = send_once(ProviderKind::Zettle, "oauth.token", request).await?;
+    let status = response.status();
+    if status == StatusCode::BAD_REQUEST {
+        // OAuth refuses a grant with 400 and says why in the body.
+        let error = response
+            .json::<OauthError>()
+            .await
+            .map(|answer| answer.error)
+            .unwrap_or_default();
+        let reason = if REFUSED_GRANT_ERRORS.contains(&error.as_str()) {
+            DownReason::CredentialsRejected
+        } else {
+            DownReason::UnexpectedStatus
+        };
+        return Err(ProbeFailure::new(
+            reason,
+            format!("provider answered {status} ({error})"),
+        ));
+    }
+    expect_status(&response, &[StatusCode::OK])
+}
+
+/// The token endpoint's URL and form body for the integration.
+fn token_request(integration: &IntegrationConfig) -> Result<(String, String), ApiError> {
     let client_id = integration
         .api_username
         .as_deref()
@@ -93,12 +141,20 @@ async fn fetch_token(
         .as_deref()
         .map(|base| base.trim_end_matches('/'))
         .unwrap_or_else(|| integration.api_base());
-    let url = format!("{base}/token");
     let form = form_body(&[
         ("grant_type", JWT_BEARER_GRANT),
         ("client_id", client_id),
         ("assertion", api_key),
     ]);
+    Ok((format!("{base}/token"), form))
+}
+
+/// Trades the integration's API key for an access token and its lifetime.
+async fn fetch_token(
+    client: &ApiClient,
+    integration: &IntegrationConfig,
+) -> Result<(String, Duration), ApiError> {
+    let (url, form) = token_request(integration)?;
     let http = client.http_for(integration)?;
 
     let answer: TokenAnswer = client
