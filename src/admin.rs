@@ -1,6 +1,13 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
 //! is alive) and `/readyz` (the bus and the database answer). Keep it off
 //! the public network: it is unauthenticated.
+//!
+//! Readiness is the bus and the database only. `/readyz` also shows each
+//! integration's last provider API check, for information: a provider that
+//! is down does not make kvitto unready, because its webhooks are still
+//! accepted and queued durably, and the pipeline retries them until the
+//! provider answers. Taking kvitto out of rotation would instead make
+//! every provider's deliveries fail. No secret is ever shown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +18,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::bus::Bus;
+use crate::health::HealthBoard;
 use crate::store::Store;
 
 /// How long a readiness probe waits for each dependency.
@@ -20,6 +28,8 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     pub bus: Bus,
     pub store: Store,
+    /// The integration health monitor's latest checks.
+    pub health: HealthBoard,
 }
 
 pub fn bind(
@@ -68,7 +78,12 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
         Err(_) => "timed out".to_string(),
     };
     let ready = bus == "ok" && database == "ok";
-    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "bus": bus, "database": database});
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "bus": bus,
+        "database": database,
+        "integrations": state.health.to_json(),
+    });
     if ready {
         HttpResponse::Ok().json(body)
     } else {

@@ -4,7 +4,7 @@
 //! Shutdown order: stop accepting webhooks (in-flight requests finish and
 //! get their answer), let every worker finish and commit the event in hand,
 //! flush the producer, then stop the admin listener last so probes see the
-//! drain.
+//! drain. The integration health monitor (read-only) is stopped first.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use crate::admin::{self, AdminState};
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::health::HealthMonitor;
 use crate::ingress::{self, IngressState};
 use crate::pipeline::Pipeline;
 use crate::providers::{ApiClient, ProviderKind};
@@ -29,6 +30,7 @@ pub struct Running {
     pub store: Store,
     pub bus: Bus,
     pipeline: Pipeline,
+    health: HealthMonitor,
     webhook_server: ServerHandle,
     admin_server: ServerHandle,
     shutdown_timeout: Duration,
@@ -61,6 +63,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let api = ApiClient::try_new(&config.processing).context("building the provider API client")?;
 
     let pipeline = Pipeline::start(config.clone(), store.clone(), bus.clone(), api);
+    let health =
+        HealthMonitor::start(&config).context("building the integration health monitor")?;
     let ingress_state = Arc::new(IngressState::new(config.clone(), bus.clone()));
     let (webhook, webhook_server, webhook_addr) = ingress::bind(ingress_state)
         .with_context(|| format!("binding {}", config.server.webhook_listen))?;
@@ -68,6 +72,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics,
         bus: bus.clone(),
         store: store.clone(),
+        health: health.board(),
     });
     let (admin, admin_server, admin_addr) =
         admin::bind(&config.server.admin_listen, admin_state)
@@ -93,6 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store,
         bus,
         pipeline,
+        health,
         webhook_server,
         admin_server,
         shutdown_timeout: Duration::from_secs(config.server.shutdown_timeout_secs),
@@ -103,6 +109,7 @@ impl Running {
     /// Graceful shutdown; see the module docs for the order.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
+        self.health.stop().await;
         self.webhook_server.stop(true).await;
         self.pipeline.stop(self.shutdown_timeout).await;
         if let Err(error) = self.bus.flush(self.shutdown_timeout).await {

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod deadletter;
 mod group;
+mod health;
 mod hostile;
 mod ingress;
 mod outage;
