@@ -1,7 +1,8 @@
-//! Subcommands: `serve` (the default), `migrate`, `check-config`,
+//! Subcommands: `serve` (the default), `migrate`, `check-config`, `doctor`,
 //! `simulate`, `sign`, `transactions` and `deadletter`.
 
 mod deadletter;
+mod doctor;
 mod sign;
 
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ enum Command {
     Migrate,
     /// Load and validate the configuration, print a summary, and exit.
     CheckConfig,
+    /// Check the configuration, database, bus, every integration's provider
+    /// credentials and the listener addresses; exit non-zero if any fails.
+    Doctor,
     /// Play the providers: serve their APIs and send signed webhooks.
     Simulate(SimulateArgs),
     /// Print the signature header value a provider would send.
@@ -90,6 +94,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Command::Sign(sign_args) = &command {
         return sign::run(sign_args, args.config.as_deref());
     }
+    if let Command::Doctor = command {
+        // The doctor reports a configuration that does not load as a failed
+        // check of its own, so it loads the file itself.
+        let default_file = std::path::Path::new("config/kvitto.toml");
+        let source = match &args.config {
+            Some(path) => path.display().to_string(),
+            None if default_file.exists() => default_file.display().to_string(),
+            None => "built-in defaults".to_string(),
+        };
+        let config = Config::load(args.config.as_deref()).map_err(|e| e.to_string());
+        let system = actix_rt::System::new();
+        return Ok(system.block_on(doctor::run(config, &source)));
+    }
     let config = Config::load(args.config.as_deref()).context("loading configuration")?;
     telemetry::logging::init(&config.log);
     let system = actix_rt::System::new();
@@ -101,7 +118,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Simulate(options) => simulate(config, options).await,
             Command::Transactions { limit, json } => transactions(&config, limit, json).await,
             Command::Deadletter(command) => deadletter::run(&config, command).await,
-            Command::Sign(_) => unreachable!("handled before the runtime starts"),
+            Command::Sign(_) | Command::Doctor => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     })
 }
