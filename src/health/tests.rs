@@ -178,3 +178,63 @@ async fn monitor_fills_the_board_and_a_hung_provider_holds_back_no_other() {
     assert!(json["square/demo-square"]["error"].is_null());
     monitor.stop().await;
 }
+
+/// Log lines written while `body` runs, at INFO and above.
+fn logged(body: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, body);
+    let bytes = lines.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn only_changes_of_state_are_logged_warn_down_and_info_up() {
+    use crate::telemetry::{IntegrationChecked, emit};
+
+    let failure = ProbeFailure::new(DownReason::CredentialsRejected, "provider answered 401");
+    let check = |was_up: Option<bool>, failure: Option<&ProbeFailure>| {
+        emit(IntegrationChecked {
+            provider: ProviderKind::Square,
+            integration: "demo-square",
+            was_up,
+            failure,
+            checked_at: chrono::Utc::now(),
+        })
+    };
+    let log = logged(|| {
+        check(None, None);
+        check(Some(true), None);
+        check(Some(true), Some(&failure));
+        check(Some(false), Some(&failure));
+        check(Some(false), Some(&failure));
+        check(Some(false), None);
+        check(Some(true), None);
+    });
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].contains("WARN"), "{log}");
+    assert!(lines[0].contains("integration api check failed"), "{log}");
+    assert!(lines[0].contains("credentials_rejected"), "{log}");
+    assert!(lines[1].contains("INFO"), "{log}");
+    assert!(lines[1].contains("integration api is up again"), "{log}");
+}
