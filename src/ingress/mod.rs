@@ -16,6 +16,7 @@ use actix_web::{App, HttpServer, web};
 pub use self::error::IngressError;
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::telemetry::SignatureRefused;
 
 /// What the webhook handlers share.
 pub struct IngressState {
@@ -28,6 +29,9 @@ pub struct IngressState {
 impl IngressState {
     pub fn new(config: Config, bus: Bus) -> Self {
         let inflight = tokio::sync::Semaphore::new(config.server.max_inflight_webhooks);
+        for integration in &config.integrations {
+            SignatureRefused::register(integration.provider, &integration.id);
+        }
         IngressState {
             config,
             bus,
