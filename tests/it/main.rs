@@ -11,5 +11,6 @@ mod deadletter;
 mod group;
 mod hostile;
 mod ingress;
+mod metrics;
 mod outage;
 mod pipeline;
