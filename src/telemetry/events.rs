@@ -119,7 +119,14 @@ impl Event for EventProcessed {
         let provider = self.provider.as_str();
         counter!(EVENTS_PROCESSED, "provider" => provider, "outcome" => self.outcome.as_str())
             .increment(1);
-        if let Some(elapsed) = self.since_accepted {
+        // End to end means a transaction stored and published: duplicates,
+        // stale and ignored events publish nothing and would only pull the
+        // distribution towards the fast path.
+        let published = matches!(
+            self.outcome,
+            ProcessOutcome::Verified | ProcessOutcome::Rejected
+        );
+        if published && let Some(elapsed) = self.since_accepted {
             histogram!(END_TO_END_SECONDS, "provider" => provider).record(elapsed.as_secs_f64());
         }
     }

@@ -288,3 +288,36 @@ async fn every_exported_kvitto_metric_has_help_text() {
     }
     h.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn end_to_end_latency_counts_published_transactions_only() {
+    let h = embedded().await;
+    let purchase = h.purchase(ProviderKind::Square, 4);
+    let webhook = h.webhook(&purchase, WebhookKind::Created);
+    assert_eq!(h.send(&webhook).await, StatusCode::OK);
+    assert_eq!(h.send(&webhook).await, StatusCode::OK);
+    let square = r#"provider="square""#;
+    eventually("both deliveries processed", || async {
+        let metrics = h.metrics().await;
+        let processed = |outcome: &str| {
+            value(
+                &metrics,
+                "kvitto_events_processed_total",
+                &[square, &format!("outcome=\"{outcome}\"")],
+            )
+        };
+        (processed("verified") == Some(1.0) && processed("duplicate") == Some(1.0)).then_some(())
+    })
+    .await;
+    let metrics = h.metrics().await;
+    assert_eq!(
+        value(
+            &metrics,
+            "kvitto_event_end_to_end_duration_seconds_count",
+            &[square]
+        ),
+        Some(1.0),
+        "the duplicate published nothing"
+    );
+    h.shutdown().await;
+}
