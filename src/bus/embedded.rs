@@ -34,8 +34,10 @@ use sqlx::sqlite::{
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use self::writer::{Write, WriteKind};
+use super::lag::{LagReporter, PartitionLag, partition_lag};
 use super::{BusError, BusMessage, Delivery};
 use crate::config::BusConfig;
+use crate::providers::ProviderKind;
 
 /// The only partition of every embedded topic.
 const PARTITION: i32 = 0;
@@ -93,6 +95,7 @@ pub struct EmbeddedConsumer {
     /// The next offset to read; starts at the group's committed offset.
     position: i64,
     buffer: VecDeque<Delivery>,
+    lag: Option<LagReporter>,
 }
 
 impl EmbeddedBus {
@@ -154,6 +157,7 @@ impl EmbeddedBus {
             topic: topic.to_owned(),
             position: committed.unwrap_or(0),
             buffer: VecDeque::new(),
+            lag: None,
         })
     }
 
@@ -220,6 +224,17 @@ impl EmbeddedBus {
 }
 
 impl EmbeddedConsumer {
+    /// Reports this consumer's lag as `provider`'s until it is dropped.
+    pub fn report_lag(&mut self, provider: ProviderKind) {
+        // The pool only: the task must not keep the writer alive.
+        let pool = self.bus.pool.clone();
+        let (group, topic) = (self.group.clone(), self.topic.clone());
+        self.lag = Some(LagReporter::spawn(provider, move || {
+            let (pool, group, topic) = (pool.clone(), group.clone(), topic.clone());
+            async move { Ok(vec![lag(&pool, &group, &topic).await?]) }
+        }));
+    }
+
     /// The next message, waiting as long as it takes for one to arrive.
     /// Cancel-safe: a message is only taken from the buffer when returned.
     pub async fn next(&mut self) -> Result<Delivery, BusError> {
@@ -263,6 +278,37 @@ impl EmbeddedConsumer {
         };
         self.bus.write(kind, self.bus.write_timeout).await.map(drop)
     }
+}
+
+/// Messages of `topic` after `group`'s committed offset: the topic's
+/// head (its next offset) minus the commit, or minus the first retained
+/// message when the group has not committed yet.
+async fn lag(pool: &SqlitePool, group: &str, topic: &str) -> Result<PartitionLag, BusError> {
+    let row = sqlx::query(
+        r#"SELECT
+             (SELECT next_offset FROM bus_topics WHERE topic = ?) AS head,
+             (SELECT next_offset FROM bus_offsets WHERE group_id = ? AND topic = ?) AS committed,
+             (SELECT MIN("offset") FROM bus_messages WHERE topic = ?) AS first"#,
+    )
+    .bind(topic)
+    .bind(group)
+    .bind(topic)
+    .bind(topic)
+    .fetch_one(pool)
+    .await
+    .map_err(unavailable)?;
+    let head: i64 = row
+        .try_get::<Option<i64>, _>("head")
+        .map_err(fatal)?
+        .unwrap_or(0);
+    let committed: Option<i64> = row.try_get("committed").map_err(fatal)?;
+    let first: Option<i64> = row.try_get("first").map_err(fatal)?;
+    Ok(partition_lag(
+        PARTITION,
+        committed,
+        first.unwrap_or(head),
+        head,
+    ))
 }
 
 async fn open_pool(path: &Path) -> Result<SqlitePool, BusError> {
@@ -407,6 +453,30 @@ mod tests {
 
         let mut again = bus.consumer("g", "t").await.unwrap();
         assert_eq!(again.next().await.unwrap().offset, 3);
+    }
+
+    #[tokio::test]
+    async fn lag_is_what_the_group_has_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open_in(&dir).await;
+        assert_eq!(lag(&bus.pool, "g", "t").await.unwrap().messages, 0);
+        for i in 0..3 {
+            bus.publish("t", &message("k", &i.to_string()), TIMEOUT)
+                .await
+                .unwrap();
+        }
+        assert_eq!(lag(&bus.pool, "g", "t").await.unwrap().messages, 3);
+
+        let mut consumer = bus.consumer("g", "t").await.unwrap();
+        let first = consumer.next().await.unwrap();
+        assert_eq!(
+            lag(&bus.pool, "g", "t").await.unwrap().messages,
+            3,
+            "read is not committed"
+        );
+        consumer.commit(&first).await.unwrap();
+        assert_eq!(lag(&bus.pool, "g", "t").await.unwrap().messages, 2);
+        assert_eq!(lag(&bus.pool, "other", "t").await.unwrap().messages, 3);
     }
 
     #[tokio::test]

@@ -13,10 +13,12 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod lag;
 
 use std::time::Duration;
 
 use crate::config::BusConfig;
+use crate::providers::ProviderKind;
 
 /// A message as written to, and read back from, the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +151,15 @@ impl Consumer {
         match self {
             Consumer::Kafka(consumer) => consumer.commit(delivery),
             Consumer::Embedded(consumer) => consumer.commit(delivery).await,
+        }
+    }
+
+    /// Keeps `kvitto_consumer_lag_messages` up to date for `provider` from
+    /// now until the consumer is dropped (see [`lag`]).
+    pub fn report_lag(&mut self, provider: ProviderKind) {
+        match self {
+            Consumer::Kafka(consumer) => consumer.report_lag(provider),
+            Consumer::Embedded(consumer) => consumer.report_lag(provider),
         }
     }
 

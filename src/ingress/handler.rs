@@ -17,7 +17,10 @@ use crate::pipeline::envelope::{
 };
 use crate::providers::{self, KEPT_HEADERS, ProviderKind, SignatureError, WebhookRequest};
 use crate::store::format_time;
-use crate::telemetry::{BusPublished, IngressOutcome, TopicKind, WebhookAnswered, emit};
+use crate::telemetry::{
+    BusPublished, IngressOutcome, SignatureRefused, TopicKind, WebhookAnswered, WebhookInFlight,
+    emit,
+};
 
 /// Namespace of kvitto event ids (UUID v5 of provider, integration and the
 /// provider's event id), so every delivery of one provider event carries
@@ -59,11 +62,13 @@ async fn accept(
     let integration = provider
         .and_then(|provider| state.config.integration(provider, integration_id))
         .ok_or(IngressError::UnknownIntegration)?;
-    // Held until the answer: bounds the bodies in memory at once.
+    // Held until the answer: bounds the bodies in memory at once, and
+    // counts the request in `kvitto_webhooks_in_flight` meanwhile.
     let _permit = state
         .inflight
         .try_acquire()
         .map_err(|_| IngressError::Overloaded)?;
+    let _in_flight = WebhookInFlight::start();
     let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
     let body = tokio::time::timeout(
         timeout,
@@ -82,7 +87,8 @@ async fn accept(
     if std::str::from_utf8(&body).is_err() {
         return Err(IngressError::Malformed("body is not UTF-8".into()));
     }
-    providers::verify_signature(integration, &webhook, Utc::now()).map_err(signature_error)?;
+    providers::verify_signature(integration, &webhook, Utc::now())
+        .map_err(|error| refuse_signature(integration, error))?;
     let info = providers::envelope_info(integration.provider, &webhook)
         .map_err(|error| IngressError::Malformed(error.0))?;
 
@@ -147,6 +153,23 @@ async fn read_body(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The answer to a refused signature. Refusals of the signature itself or
+/// its timestamp are counted per integration (a malformed header is a
+/// malformed request, counted only by outcome).
+fn refuse_signature(integration: &IntegrationConfig, error: SignatureError) -> IngressError {
+    let error = signature_error(error);
+    if matches!(
+        error.outcome(),
+        IngressOutcome::InvalidSignature | IngressOutcome::StaleTimestamp
+    ) {
+        emit(SignatureRefused {
+            provider: integration.provider,
+            integration: &crate::health::integration_label(integration),
+        });
+    }
+    error
 }
 
 fn signature_error(error: SignatureError) -> IngressError {

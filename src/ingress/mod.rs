@@ -16,6 +16,7 @@ use actix_web::{App, HttpServer, web};
 pub use self::error::IngressError;
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::telemetry::SignatureRefused;
 
 /// What the webhook handlers share.
 pub struct IngressState {
@@ -28,6 +29,11 @@ pub struct IngressState {
 impl IngressState {
     pub fn new(config: Config, bus: Bus) -> Self {
         let inflight = tokio::sync::Semaphore::new(config.server.max_inflight_webhooks);
+        for integration in &config.integrations {
+            // The label hides ids that are secret path tokens (Swish, Klarna).
+            let label = crate::health::integration_label(integration);
+            SignatureRefused::register(integration.provider, &label);
+        }
         IngressState {
             config,
             bus,

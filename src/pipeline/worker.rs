@@ -195,7 +195,10 @@ async fn run_step(
                 .consumer(&shared.config.bus.consumer_group, &topic)
                 .await
             {
-                Ok(consumer) => consumer,
+                Ok(mut consumer) => {
+                    consumer.report_lag(provider);
+                    consumer
+                }
                 Err(error) => return Step::ConsumerFailed(error.to_string()),
             }
         }

@@ -2,12 +2,19 @@
 //!
 //! Names follow `kvitto_<subsystem>_<name>_<unit>`, counters end in `_total`,
 //! durations are histograms in seconds. Labels carry bounded values only:
-//! `provider`, `outcome`, `stage`, `reason`, `endpoint`, `status`, `topic`.
+//! `provider`, `outcome`, `stage`, `reason`, `endpoint`, `status`, `topic`,
+//! `site`, `partition` (bounded by the topic's partition count) and
+//! `integration` (bounded by the configured integrations). The process
+//! metrics (`process_*`) keep the standard Prometheus client names; see
+//! [`super::process`].
 
 use std::sync::OnceLock;
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::process;
+use super::throttle::ThrottleSite;
 
 pub const WEBHOOKS_RECEIVED: &str = "kvitto_webhooks_received_total";
 pub const WEBHOOK_ACK_SECONDS: &str = "kvitto_webhook_ack_duration_seconds";
@@ -25,6 +32,10 @@ pub const BUS_PUBLISH_SECONDS: &str = "kvitto_bus_publish_duration_seconds";
 pub const BUILD_INFO: &str = "kvitto_build_info";
 pub const EVENT_RETRYING: &str = "kvitto_pipeline_event_retrying";
 pub const EVENT_RETRIES: &str = "kvitto_pipeline_event_retries_total";
+pub const CONSUMER_LAG: &str = "kvitto_consumer_lag_messages";
+pub const SIGNATURE_FAILURES: &str = "kvitto_webhook_signature_failures_total";
+pub const WEBHOOKS_IN_FLIGHT: &str = "kvitto_webhooks_in_flight";
+pub const LOG_LINES_SUPPRESSED: &str = "kvitto_log_lines_suppressed_total";
 
 /// Buckets for request-scale latencies: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -56,10 +67,22 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("metrics recorder installed once");
             describe_all();
-            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            register_fixed_series();
+            process::start_collecting();
             handle
         })
         .clone()
+}
+
+/// Series whose labels are known at start are exported from the start, at
+/// zero: a scrape shows them before anything happened, and `increase()`
+/// sees the first event instead of a series appearing at 1.
+fn register_fixed_series() {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    gauge!(WEBHOOKS_IN_FLIGHT).set(0.0);
+    for site in ThrottleSite::ALL {
+        counter!(LOG_LINES_SUPPRESSED, "site" => site.as_str()).increment(0);
+    }
 }
 
 fn describe_all() {
@@ -123,6 +146,32 @@ fn describe_all() {
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label says which build is running."
+    );
+    describe_gauge!(
+        EVENT_RETRYING,
+        "1 while the provider's worker is retrying an event after transient failures."
+    );
+    describe_counter!(
+        EVENT_RETRIES,
+        "Processing attempts that failed transiently and will be retried."
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Messages on a provider's webhook topic partition not yet committed by kvitto's group."
+    );
+    describe_counter!(
+        SIGNATURE_FAILURES,
+        "Webhooks for a configured integration refused for their signature or timestamp."
+    );
+    describe_gauge!(
+        WEBHOOKS_IN_FLIGHT,
+        Unit::Count,
+        "Webhook requests being read, verified or written to the bus right now."
+    );
+    describe_counter!(
+        LOG_LINES_SUPPRESSED,
+        "Log lines dropped by the flood throttle, by call site."
     );
     describe_integration_health();
 }

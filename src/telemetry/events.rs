@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use metrics::{counter, histogram};
+use metrics::{counter, gauge, histogram};
 use reqwest::StatusCode;
 
 use super::Event;
 use super::catalog::*;
-use super::throttle::Throttle;
+use super::throttle::{Throttle, ThrottleSite};
 use crate::providers::ProviderKind;
 
 /// How the webhook listener answered.
@@ -57,7 +57,7 @@ fn provider_label(provider: Option<ProviderKind>) -> &'static str {
 
 /// Refused webhooks log at most one line a minute: a forged-webhook flood
 /// must not flood the log too.
-static REFUSED_WEBHOOK_LOG: Throttle = Throttle::new(60);
+static REFUSED_WEBHOOK_LOG: Throttle = Throttle::new(ThrottleSite::WebhookRefused, 60);
 
 impl Event for WebhookAnswered {
     fn emit(self) {
@@ -119,7 +119,14 @@ impl Event for EventProcessed {
         let provider = self.provider.as_str();
         counter!(EVENTS_PROCESSED, "provider" => provider, "outcome" => self.outcome.as_str())
             .increment(1);
-        if let Some(elapsed) = self.since_accepted {
+        // End to end means a transaction stored and published: duplicates,
+        // stale and ignored events publish nothing and would only pull the
+        // distribution towards the fast path.
+        let published = matches!(
+            self.outcome,
+            ProcessOutcome::Verified | ProcessOutcome::Rejected
+        );
+        if published && let Some(elapsed) = self.since_accepted {
             histogram!(END_TO_END_SECONDS, "provider" => provider).record(elapsed.as_secs_f64());
         }
     }
@@ -235,7 +242,7 @@ pub struct VerificationMismatch {
 }
 
 /// Verification mismatches log at most one line a minute.
-static MISMATCH_LOG: Throttle = Throttle::new(60);
+static MISMATCH_LOG: Throttle = Throttle::new(ThrottleSite::VerificationMismatch, 60);
 
 impl Event for VerificationMismatch {
     fn emit(self) {
@@ -334,14 +341,81 @@ pub struct EventRetrying {
 impl Event for EventRetrying {
     fn emit(self) {
         let provider = self.provider.as_str();
-        metrics::gauge!(EVENT_RETRYING, "provider" => provider).set(if self.retrying {
-            1.0
-        } else {
-            0.0
-        });
+        gauge!(EVENT_RETRYING, "provider" => provider).set(if self.retrying { 1.0 } else { 0.0 });
         if self.retrying {
             counter!(EVENT_RETRIES, "provider" => provider).increment(1);
         }
+    }
+}
+
+/// A webhook for a configured integration was refused for its signature
+/// (missing or wrong) or its signed timestamp. Counted by integration, so a
+/// rotated secret shows which merchant's integration it hit; the refusal is
+/// logged, throttled, by [`WebhookAnswered`].
+pub struct SignatureRefused<'a> {
+    pub provider: ProviderKind,
+    /// A configured integration id, never an id taken from an unknown path.
+    pub integration: &'a str,
+}
+
+impl SignatureRefused<'_> {
+    /// Exports the integration's counter at zero, so its first refusal is
+    /// an increase rather than a series appearing.
+    pub fn register(provider: ProviderKind, integration: &str) {
+        counter!(SIGNATURE_FAILURES, "provider" => provider.as_str(), "integration" => integration.to_owned())
+            .increment(0);
+    }
+}
+
+impl Event for SignatureRefused<'_> {
+    fn emit(self) {
+        counter!(SIGNATURE_FAILURES, "provider" => self.provider.as_str(), "integration" => self.integration.to_owned())
+            .increment(1);
+    }
+}
+
+/// Held by a webhook request while it occupies one of the listener's
+/// `server.max_inflight_webhooks` slots: `kvitto_webhooks_in_flight` counts
+/// the live guards.
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct WebhookInFlight(());
+
+impl WebhookInFlight {
+    pub fn start() -> WebhookInFlight {
+        gauge!(WEBHOOKS_IN_FLIGHT).increment(1.0);
+        WebhookInFlight(())
+    }
+}
+
+impl Drop for WebhookInFlight {
+    fn drop(&mut self) {
+        gauge!(WEBHOOKS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// Messages waiting on one partition of a provider's webhook topic: the
+/// partition's end minus the group's committed offset.
+pub struct ConsumerLag {
+    pub provider: ProviderKind,
+    pub partition: i32,
+    pub messages: i64,
+}
+
+impl Event for ConsumerLag {
+    fn emit(self) {
+        gauge!(CONSUMER_LAG, "provider" => self.provider.as_str(), "partition" => self.partition.to_string())
+            .set(self.messages.max(0) as f64);
+    }
+}
+
+/// The flood throttle kept a log line back.
+pub struct LogLinesSuppressed {
+    pub site: ThrottleSite,
+}
+
+impl Event for LogLinesSuppressed {
+    fn emit(self) {
+        counter!(LOG_LINES_SUPPRESSED, "site" => self.site.as_str()).increment(1);
     }
 }
 

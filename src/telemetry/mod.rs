@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod events;
 pub mod logging;
+mod process;
 pub mod throttle;
 
 pub use self::events::*;

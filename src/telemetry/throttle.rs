@@ -1,11 +1,45 @@
 //! A per-call-site log throttle: anything a flood can trigger (forged
 //! webhooks, a failing provider) logs at most once per window, and the line
-//! that gets through says how many were suppressed before it.
+//! that gets through says how many were suppressed before it. Every
+//! suppressed line is also counted in `kvitto_log_lines_suppressed_total`
+//! under the site's fixed name, so a flood stays visible on dashboards while
+//! the log stays quiet.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::{LogLinesSuppressed, emit};
+
+/// The call sites that throttle their log lines: the `site` label of
+/// `kvitto_log_lines_suppressed_total`, a fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleSite {
+    /// A webhook refused for its signature, timestamp or body.
+    WebhookRefused,
+    /// A webhook that disagrees with the provider's API.
+    VerificationMismatch,
+    /// A failed measurement of consumer lag.
+    ConsumerLag,
+}
+
+impl ThrottleSite {
+    pub const ALL: [ThrottleSite; 3] = [
+        ThrottleSite::WebhookRefused,
+        ThrottleSite::VerificationMismatch,
+        ThrottleSite::ConsumerLag,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThrottleSite::WebhookRefused => "webhook_refused",
+            ThrottleSite::VerificationMismatch => "verification_mismatch",
+            ThrottleSite::ConsumerLag => "consumer_lag",
+        }
+    }
+}
+
 pub struct Throttle {
+    site: ThrottleSite,
     window_secs: u64,
     /// The window (unix seconds / window) that last logged, plus one; zero
     /// before the first line.
@@ -14,8 +48,9 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub const fn new(window_secs: u64) -> Self {
+    pub const fn new(site: ThrottleSite, window_secs: u64) -> Self {
         Throttle {
+            site,
             window_secs,
             last_window: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -23,8 +58,17 @@ impl Throttle {
     }
 
     /// `Some(suppressed)` when this call may log, with how many calls were
-    /// suppressed since the last line; `None` when it must stay quiet.
+    /// suppressed since the last line; `None` when it must stay quiet (and
+    /// the suppressed line is counted).
     pub fn allow(&self) -> Option<u64> {
+        let allowed = self.decide();
+        if allowed.is_none() {
+            emit(LogLinesSuppressed { site: self.site });
+        }
+        allowed
+    }
+
+    fn decide(&self) -> Option<u64> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -46,16 +90,29 @@ impl Throttle {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
     fn one_line_per_window_then_the_count_of_what_was_suppressed() {
-        let throttle = Throttle::new(3600);
+        let throttle = Throttle::new(ThrottleSite::WebhookRefused, 3600);
         assert_eq!(throttle.allow(), Some(0));
         assert_eq!(throttle.allow(), None);
         assert_eq!(throttle.allow(), None);
         // A new window: pretend the last line was long ago.
         throttle.last_window.store(1, Ordering::Relaxed);
         assert_eq!(throttle.allow(), Some(2));
+    }
+
+    #[test]
+    fn site_names_are_distinct_label_values() {
+        let names: HashSet<&str> = ThrottleSite::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names.len(), ThrottleSite::ALL.len());
+        assert!(
+            names
+                .iter()
+                .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        );
     }
 }

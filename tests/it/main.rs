@@ -12,5 +12,6 @@ mod group;
 mod health;
 mod hostile;
 mod ingress;
+mod metrics;
 mod outage;
 mod pipeline;

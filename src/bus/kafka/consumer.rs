@@ -2,7 +2,7 @@
 //! group-less reader behind `read_all`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -11,7 +11,9 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{client_config, fatal, unavailable};
+use crate::bus::lag::{LagReporter, PartitionLag, partition_lag};
 use crate::bus::{BusError, BusMessage, Delivery};
+use crate::providers::ProviderKind;
 
 /// One consumer of one topic in one group. Offsets reach the group only
 /// through [`KafkaConsumer::commit`]; auto-commit then sends them in the
@@ -22,10 +24,13 @@ pub struct KafkaConsumer {
     /// The highest offset stored per partition, so a late commit of an
     /// earlier message never moves the group back.
     stored: HashMap<i32, i64>,
+    lag: Option<LagReporter>,
 }
 
 /// How often a consumer refreshes topic metadata.
 const METADATA_REFRESH_MS: u64 = 5_000;
+/// How long one lag measurement waits for each broker answer.
+const LAG_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl KafkaConsumer {
     pub(super) fn subscribe(
@@ -53,7 +58,16 @@ impl KafkaConsumer {
             consumer: Arc::new(consumer),
             topic: topic.to_owned(),
             stored: HashMap::new(),
+            lag: None,
         })
+    }
+
+    /// Reports this consumer's lag as `provider`'s until it is dropped.
+    pub fn report_lag(&mut self, provider: ProviderKind) {
+        let consumer = Arc::downgrade(&self.consumer);
+        self.lag = Some(LagReporter::spawn(provider, move || {
+            measure_lag(consumer.clone())
+        }));
     }
 
     /// The next message, waiting as long as it takes for one to arrive.
@@ -120,6 +134,45 @@ impl KafkaConsumer {
             Err(error) => Err(unavailable(error)),
         }
     }
+}
+
+/// The lag of every partition assigned to `consumer`, asked of the brokers:
+/// the group's committed offsets (OffsetFetch) and each partition's
+/// watermarks (ListOffsets), the numbers `kafka-consumer-groups` shows.
+///
+/// librdkafka's statistics (`statistics.interval.ms`) also carry a
+/// per-partition `consumer_lag`, but from what this client last saw: the end
+/// offset from its own fetch responses, which stop while the worker retries
+/// and the prefetch queue is full, and -1 until the first fetch and commit.
+/// Those numbers would also need a custom client context and a parse of the
+/// whole statistics document. The two requests asked here are the ones every
+/// consumer already depends on (the broker answers them to start a
+/// consumer, and `read_all` uses the watermarks), so they work on tansu as
+/// on Kafka, at one request per partition every few seconds.
+async fn measure_lag(consumer: Weak<StreamConsumer>) -> Result<Vec<PartitionLag>, BusError> {
+    let Some(consumer) = consumer.upgrade() else {
+        return Ok(Vec::new());
+    };
+    // Both requests block their thread until the broker answers.
+    tokio::task::spawn_blocking(move || -> Result<Vec<PartitionLag>, BusError> {
+        let committed = consumer.committed(LAG_QUERY_TIMEOUT).map_err(unavailable)?;
+        committed
+            .elements()
+            .iter()
+            .map(|element| {
+                let (low, high) = consumer
+                    .fetch_watermarks(element.topic(), element.partition(), LAG_QUERY_TIMEOUT)
+                    .map_err(unavailable)?;
+                let committed = match element.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                };
+                Ok(partition_lag(element.partition(), committed, low, high))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|error| BusError::Fatal(format!("lag task failed: {error}")))?
 }
 
 /// Reads `topic` from the beginning of every partition without joining a
