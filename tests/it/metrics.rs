@@ -159,6 +159,13 @@ async fn signature_and_timestamp_refusals_are_counted_per_configured_integration
     );
     let other = format!("integration=\"{}\"", h.integration(ProviderKind::Square).id);
     assert_eq!(value(&metrics, failures, &[&other]), Some(0.0));
+    for unsigned in [ProviderKind::Swish, ProviderKind::Klarna] {
+        let token = &h.integration(unsigned).id;
+        assert!(
+            !metrics.contains(token.as_str()),
+            "{unsigned:?}'s path token is a secret and must not appear in /metrics"
+        );
+    }
     h.shutdown().await;
 }
 
