@@ -45,6 +45,8 @@ pub fn bind(
             .route("/readyz", web::get().to(readyz))
     })
     .workers(1)
+    // Stopped last by `app::serve`'s shutdown, not by actix on SIGTERM.
+    .disable_signals()
     .bind(listen)?;
     let addr = server
         .addrs()

@@ -5,6 +5,9 @@
 //! get their answer), let every worker finish and commit the event in hand,
 //! flush the producer, then stop the admin listener last so probes see the
 //! drain. The integration health monitor (read-only) is stopped first.
+//! The whole sequence shares one deadline,
+//! `server.shutdown_timeout_secs`, so a supervisor's stop timeout (systemd's
+//! `TimeoutStopSec`, Kubernetes' grace period) only has to outlast that.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use anyhow::Context as _;
+use tokio::time::{Instant, timeout_at};
 
 use crate::admin::{self, AdminState};
 use crate::bus::Bus;
@@ -106,17 +110,71 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 impl Running {
-    /// Graceful shutdown; see the module docs for the order.
+    /// Graceful shutdown in the order of the module docs, all of it within
+    /// one deadline, `server.shutdown_timeout_secs` from now: each step gets
+    /// what the steps before it left. Whatever the deadline cuts short is
+    /// logged at ERROR and left undone; nothing acknowledged is lost by
+    /// that, since a webhook is answered only once durable and an event is
+    /// committed only after its effects, so the unfinished work is
+    /// redelivered (to this instance after a restart, or to another).
     pub async fn shutdown(self) {
-        tracing::info!("shutting down");
-        self.health.stop().await;
-        self.webhook_server.stop(true).await;
-        self.pipeline.stop(self.shutdown_timeout).await;
-        if let Err(error) = self.bus.flush(self.shutdown_timeout).await {
-            tracing::error!(%error, "bus flush at shutdown failed");
+        let deadline = Instant::now() + self.shutdown_timeout;
+        tracing::info!(
+            deadline_secs = self.shutdown_timeout.as_secs(),
+            "shutting down"
+        );
+        let mut cut_short = Vec::new();
+        // Read-only probes: nothing to finish.
+        let _ = timeout_at(deadline, self.health.stop()).await;
+
+        // A request cut off here gets no answer, so its provider retries.
+        if timeout_at(deadline, self.webhook_server.stop(true))
+            .await
+            .is_err()
+        {
+            cut_short.push("webhook requests in flight");
         }
-        self.admin_server.stop(true).await;
-        tracing::info!("shutdown complete");
+
+        // Workers past the deadline keep their events uncommitted.
+        self.pipeline
+            .stop(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        if Instant::now() >= deadline {
+            cut_short.push("events being processed");
+        }
+
+        // Only messages whose sender is still waiting can be in flight, and
+        // none of those has been acknowledged or committed yet.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match timeout_at(deadline, self.bus.flush(remaining)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "bus flush at shutdown failed");
+                cut_short.push("bus writes in flight");
+            }
+            Err(_) => cut_short.push("bus writes in flight"),
+        }
+
+        // Last, so probes and scrapes see the drain; cutting it short loses
+        // nothing.
+        let admin_stopped = timeout_at(deadline, self.admin_server.stop(true))
+            .await
+            .is_ok();
+
+        if !cut_short.is_empty() {
+            tracing::error!(
+                deadline_secs = self.shutdown_timeout.as_secs(),
+                cut_short = cut_short.join(", "),
+                "shutdown deadline reached; unfinished work is not acknowledged or committed and will be redelivered"
+            );
+        } else if !admin_stopped {
+            tracing::warn!(
+                deadline_secs = self.shutdown_timeout.as_secs(),
+                "admin listener did not stop before the shutdown deadline"
+            );
+        } else {
+            tracing::info!("shutdown complete");
+        }
     }
 }
 

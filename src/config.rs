@@ -43,7 +43,7 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// HTTP worker threads for the webhook listener; 0 means one per core.
     pub workers: usize,
-    /// How long shutdown waits for in-flight work before exiting.
+    /// The deadline of the whole graceful shutdown, every step together.
     pub shutdown_timeout_secs: u64,
     /// How long a client may take to send a request's head, and then its
     /// body; slower clients get 408.

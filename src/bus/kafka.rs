@@ -28,12 +28,16 @@ use tracing::info;
 pub use self::consumer::KafkaConsumer;
 use super::{BusError, BusMessage, Delivery};
 use crate::config::BusConfig;
+use crate::telemetry::throttle::{Throttle, ThrottleSite};
 
 /// How long `linger.ms` lets the producer gather a batch: small, because a
 /// webhook's answer waits for it.
 const LINGER_MS: u64 = 5;
 /// How long a readiness check waits for the cluster's metadata.
 const CHECK_TIMEOUT_MS: u64 = 2_000;
+
+static PRODUCER_REPLACED_LOG: Throttle = Throttle::new(ThrottleSite::ProducerReplaced, 60);
+static PRODUCER_REPLACE_FAILED_LOG: Throttle = Throttle::new(ThrottleSite::ProducerReplaced, 60);
 
 /// A handle to the Kafka producer, cheap to clone.
 #[derive(Clone)]
@@ -127,11 +131,22 @@ impl KafkaBus {
             return;
         }
         match create_producer(&self.producer_config) {
+            // A broker that keeps fencing producers would otherwise log one
+            // line per webhook: both lines are throttled.
             Ok(fresh) => {
-                tracing::warn!("kafka producer replaced after an error it cannot recover from");
+                if let Some(suppressed) = PRODUCER_REPLACED_LOG.allow() {
+                    tracing::warn!(
+                        suppressed,
+                        "kafka producer replaced after an error it cannot recover from"
+                    );
+                }
                 *current = fresh;
             }
-            Err(error) => tracing::error!(%error, "replacing the kafka producer failed"),
+            Err(error) => {
+                if let Some(suppressed) = PRODUCER_REPLACE_FAILED_LOG.allow() {
+                    tracing::error!(%error, suppressed, "replacing the kafka producer failed");
+                }
+            }
         }
     }
 

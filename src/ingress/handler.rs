@@ -6,6 +6,7 @@ use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use futures::StreamExt;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{IngressError, IngressState};
@@ -17,18 +18,22 @@ use crate::pipeline::envelope::{
 };
 use crate::providers::{self, KEPT_HEADERS, ProviderKind, SignatureError, WebhookRequest};
 use crate::store::format_time;
+use crate::telemetry::throttle::{Throttle, ThrottleSite};
 use crate::telemetry::{
     BusPublished, IngressOutcome, SignatureRefused, TopicKind, WebhookAnswered, WebhookInFlight,
     emit,
 };
 
-/// Namespace of kvitto event ids (UUID v5 of provider, integration and the
-/// provider's event id), so every delivery of one provider event carries
-/// the same kvitto id.
 /// The most memory reserved for a body before its bytes arrive.
 const INITIAL_BODY_CAPACITY_BYTES: usize = 64 * 1024;
 
+/// Namespace of kvitto event ids (UUID v5 of provider, integration and the
+/// provider's event id), so every delivery of one provider event carries
+/// the same kvitto id.
 const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6b76_6974_746f_4000_8000_6576_656e_7473);
+
+/// A bus that refuses writes refuses every webhook: one line a minute.
+static BUS_WRITE_FAILED_LOG: Throttle = Throttle::new(ThrottleSite::BusWriteFailed, 60);
 
 pub async fn receive(
     request: HttpRequest,
@@ -93,8 +98,26 @@ async fn accept(
         .map_err(|error| IngressError::Malformed(error.0))?;
 
     let event_id = event_id(integration, &info.event_id);
-    let message = bus_message(integration, &webhook, &info, &event_id);
+    // Every line about this event from here on, and in the worker that
+    // processes it, carries its kvitto event id.
+    let span = tracing::info_span!("event", %event_id, provider = %integration.provider);
+    make_durable(state, integration, &webhook, &info, &event_id)
+        .instrument(span)
+        .await
+}
+
+/// Writes the webhook to its provider's topic and answers once the bus
+/// confirmed the write.
+async fn make_durable(
+    state: &IngressState,
+    integration: &IntegrationConfig,
+    webhook: &WebhookRequest<'_>,
+    info: &providers::EnvelopeInfo,
+    event_id: &str,
+) -> Result<HttpResponse, IngressError> {
+    let message = bus_message(integration, webhook, info, event_id);
     let topic = state.config.bus.webhook_topic(integration.provider);
+    tracing::debug!(topic, "webhook authenticated");
     let timeout = Duration::from_millis(state.config.bus.publish_timeout_ms);
     let publish_started = Instant::now();
     let published = state.bus.publish(&topic, &message, timeout).await;
@@ -105,21 +128,27 @@ async fn accept(
     });
     match published {
         // Durable on the bus: now, and only now, the provider may forget it.
-        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "status": "accepted",
-            "event_id": event_id,
-        }))),
+        Ok(()) => {
+            tracing::debug!(topic, "webhook accepted");
+            Ok(HttpResponse::Ok().json(serde_json::json!({
+                "status": "accepted",
+                "event_id": event_id,
+            })))
+        }
         // The write was not confirmed in time: it may or may not be stored,
         // so the provider must retry; the stable event id makes a second
         // copy harmless.
         Err(BusError::Unavailable(reason)) => {
-            tracing::debug!(provider = %integration.provider, %reason, "bus unavailable; answering 503");
+            tracing::debug!(%reason, "bus unavailable; answering 503");
             Err(IngressError::Unavailable)
         }
         // A broken bus is an operator's problem, but the provider's answer
-        // is the same: retry later.
+        // is the same: retry later. Every webhook hits it while it lasts,
+        // so the line is throttled.
         Err(BusError::Fatal(reason)) => {
-            tracing::error!(provider = %integration.provider, %reason, "bus write failed");
+            if let Some(suppressed) = BUS_WRITE_FAILED_LOG.allow() {
+                tracing::error!(%reason, suppressed, "bus write failed");
+            }
             Err(IngressError::Unavailable)
         }
     }

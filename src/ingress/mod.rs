@@ -66,6 +66,10 @@ pub fn bind(
     .workers(workers)
     .client_request_timeout(request_timeout)
     .shutdown_timeout(shutdown_secs)
+    // SIGTERM belongs to `app::serve`, which stops this listener in its
+    // place in the shutdown order; actix's own handler would stop the whole
+    // runtime at once.
+    .disable_signals()
     .bind(&listen)?;
     let addr = server
         .addrs()

@@ -140,6 +140,11 @@ async fn process_event(
     let decoded = providers::decode(provider, &raw)
         .map_err(|e| permanent(DeadLetterReason::Undecodable, e.0))?;
     stage(provider, Stage::Decode, started);
+    tracing::debug!(
+        integration = %env.integration.id,
+        provider_event_id = %decoded.event_id,
+        "event decoded"
+    );
 
     // Lets the test suite make processing of chosen events panic, to prove
     // that a panic restarts the actor and dead-letters only that event.
@@ -162,15 +167,18 @@ async fn process_event(
         {
             publish(shared, &transaction).await?;
             shared.store.mark_published(&event).await?;
+            tracing::debug!("transaction published again for an earlier delivery");
         }
         stage(provider, Stage::Deduplicate, started);
+        tracing::debug!("event is a duplicate");
         return Ok(ProcessOutcome::Duplicate);
     }
     stage(provider, Stage::Deduplicate, started);
+    tracing::debug!("event deduplicated; first delivery");
 
     let claim = match decoded.action {
         EventAction::Ignore { reason } => {
-            tracing::debug!(provider = %provider, event_id = env.event_id, reason, "event ignored");
+            tracing::debug!(reason, "event ignored");
             let fresh = shared
                 .store
                 .record_without_effect(&event, "ignored")
@@ -187,6 +195,11 @@ async fn process_event(
     let started = Instant::now();
     let decision = decide(shared, env.integration, &claim).await?;
     stage(provider, Stage::Verify, started);
+    tracing::debug!(
+        verdict = decision.verdict.as_str(),
+        mismatch = decision.mismatch.unwrap_or("none"),
+        "event verified"
+    );
     if let Some(reason) = decision.mismatch {
         emit(VerificationMismatch { provider, reason });
     }
@@ -204,14 +217,29 @@ async fn process_event(
     stage(provider, Stage::Store, started);
 
     let outcome = match applied {
-        Applied::Duplicate => return Ok(ProcessOutcome::Duplicate),
-        Applied::Unchanged { stale: true, .. } => ProcessOutcome::Stale,
-        Applied::Unchanged { .. } => verdict_outcome(&decision),
+        Applied::Duplicate => {
+            tracing::debug!("event is a duplicate; another delivery stored it first");
+            return Ok(ProcessOutcome::Duplicate);
+        }
+        Applied::Unchanged { stale, .. } => {
+            tracing::debug!(stale, "transaction stored unchanged; nothing to publish");
+            if stale {
+                ProcessOutcome::Stale
+            } else {
+                verdict_outcome(&decision)
+            }
+        }
         Applied::Changed(transaction) => {
+            tracing::debug!(
+                transaction_id = %transaction.id,
+                revision = transaction.revision,
+                "transaction stored"
+            );
             let started = Instant::now();
             publish(shared, &transaction).await?;
             shared.store.mark_published(&event).await?;
             stage(provider, Stage::Publish, started);
+            tracing::debug!("transaction published");
             verdict_outcome(&decision)
         }
     };

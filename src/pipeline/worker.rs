@@ -28,11 +28,14 @@ use actix::{
 };
 use futures::FutureExt;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::Shared;
+use super::envelope::EVENT_ID_HEADER;
 use super::process::{self, ProcessError};
 use crate::bus::{Consumer, Delivery};
 use crate::providers::ProviderKind;
+use crate::telemetry::throttle::{Throttle, ThrottleSite};
 use crate::telemetry::{ActorRestarted, DeadLetterReason, EventRetrying, emit};
 
 /// Pause before a failed consumer is re-created.
@@ -42,6 +45,9 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 /// A transiently failing event is logged on its first failure and then
 /// every this many failures, so an outage does not flood the log.
 const LOG_EVERY_NTH_FAILURE: u32 = 10;
+
+static BUS_READ_FAILED_LOG: Throttle = Throttle::new(ThrottleSite::BusReadFailed, 60);
+static CONSUMER_FAILED_LOG: Throttle = Throttle::new(ThrottleSite::BusReadFailed, 60);
 
 /// An event that has not been committed yet, with its history.
 struct InFlight {
@@ -156,12 +162,17 @@ impl Handler<Pump> for ProviderWorker {
                 ctx.stop();
             }
             Step::BusUnavailable(consumer, reason) => {
-                tracing::warn!(provider = %actor.provider, %reason, "bus read failed; retrying");
+                // Once a second per provider for as long as the bus is down.
+                if let Some(suppressed) = BUS_READ_FAILED_LOG.allow() {
+                    tracing::warn!(provider = %actor.provider, %reason, suppressed, "bus read failed; retrying");
+                }
                 actor.consumer = Some(consumer);
                 ctx.notify_later(Pump, CONSUMER_RESTART_PAUSE);
             }
             Step::ConsumerFailed(reason) => {
-                tracing::warn!(provider = %actor.provider, %reason, "consumer failed; restarting");
+                if let Some(suppressed) = CONSUMER_FAILED_LOG.allow() {
+                    tracing::warn!(provider = %actor.provider, %reason, suppressed, "consumer failed; restarting");
+                }
                 actor.last_failure = "consumer_error";
                 ctx.run_later(CONSUMER_RESTART_PAUSE, |_, ctx| ctx.stop());
             }
@@ -216,7 +227,20 @@ async fn run_step(
             _ = stopping.wait_for(|stopping| *stopping) => return stop(consumer).await,
         },
     };
-    handle_event(&shared, provider, consumer, in_flight).await
+    let span = event_span(provider, &in_flight.delivery);
+    handle_event(&shared, provider, consumer, in_flight)
+        .instrument(span)
+        .await
+}
+
+/// The span of every line about one event, as in ingress: the kvitto event
+/// id ties the worker's lines to the webhook that brought the event.
+fn event_span(provider: ProviderKind, delivery: &Delivery) -> tracing::Span {
+    let event_id = delivery
+        .message
+        .header(EVENT_ID_HEADER)
+        .unwrap_or("missing");
+    tracing::info_span!("event", event_id, provider = %provider)
 }
 
 async fn handle_event(
@@ -292,7 +316,10 @@ async fn dead_letter_and_commit(
 
 async fn commit(mut consumer: Consumer, in_flight: InFlight) -> Step {
     match consumer.commit(&in_flight.delivery).await {
-        Ok(()) => Step::Done(consumer),
+        Ok(()) => {
+            tracing::debug!(offset = in_flight.delivery.offset, "event committed");
+            Step::Done(consumer)
+        }
         // Not committed: the event will be seen again and deduplicated.
         Err(error) => Step::ConsumerFailed(format!("commit failed: {error}")),
     }

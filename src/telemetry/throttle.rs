@@ -20,13 +20,23 @@ pub enum ThrottleSite {
     VerificationMismatch,
     /// A failed measurement of consumer lag.
     ConsumerLag,
+    /// A write the bus could not confirm (webhook answered 503, or an
+    /// embedded group commit that failed).
+    BusWriteFailed,
+    /// A Kafka producer replaced after a fatal or fencing error.
+    ProducerReplaced,
+    /// A failed read from the bus by a worker's consumer.
+    BusReadFailed,
 }
 
 impl ThrottleSite {
-    pub const ALL: [ThrottleSite; 3] = [
+    pub const ALL: [ThrottleSite; 6] = [
         ThrottleSite::WebhookRefused,
         ThrottleSite::VerificationMismatch,
         ThrottleSite::ConsumerLag,
+        ThrottleSite::BusWriteFailed,
+        ThrottleSite::ProducerReplaced,
+        ThrottleSite::BusReadFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +44,9 @@ impl ThrottleSite {
             ThrottleSite::WebhookRefused => "webhook_refused",
             ThrottleSite::VerificationMismatch => "verification_mismatch",
             ThrottleSite::ConsumerLag => "consumer_lag",
+            ThrottleSite::BusWriteFailed => "bus_write_failed",
+            ThrottleSite::ProducerReplaced => "producer_replaced",
+            ThrottleSite::BusReadFailed => "bus_read_failed",
         }
     }
 }

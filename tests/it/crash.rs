@@ -1,15 +1,20 @@
-//! kill -9 of the real `kvitto` binary while webhooks are in flight, then a
-//! restart: every acknowledged webhook must end up processed, each exactly
+//! The real `kvitto` binary stopped while webhooks are in flight (kill -9,
+//! or SIGTERM, also with work stuck past the shutdown deadline), then
+//! restarted: every acknowledged webhook must end up processed, each exactly
 //! once in the database, and no transaction event may be published twice
-//! with different content.
+//! with different content. Also read here: its JSON log, in which every line
+//! about one event carries that event's id.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kvitto::sandbox::SandboxState;
+use kvitto::config::{Config, LogFormat};
+use kvitto::providers::ProviderKind;
 use kvitto::sandbox::send::{self, SendOptions};
+use kvitto::sandbox::{Fault, SandboxState, WebhookKind};
 use serde_json::Value;
 
 use crate::support::{Runtime, TestEnv, eventually};
@@ -46,17 +51,30 @@ impl std::ops::DerefMut for Daemon {
     }
 }
 
-fn spawn_kvitto(config_path: &std::path::Path) -> Daemon {
+fn spawn_kvitto(config_path: &Path) -> Daemon {
+    spawn_kvitto_with(
+        config_path,
+        Stdio::inherit(),
+        &[("KVITTO_LOG__LEVEL", "warn")],
+    )
+}
+
+fn spawn_kvitto_with(config_path: &Path, stderr: Stdio, env: &[(&str, &str)]) -> Daemon {
     Command::new(env!("CARGO_BIN_EXE_kvitto"))
         .arg("--config")
         .arg(config_path)
         .arg("serve")
-        .env("KVITTO_LOG__LEVEL", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .map(Daemon)
         .expect("kvitto binary starts")
+}
+
+/// Stderr written to a file, to be read while and after the process runs.
+fn log_file(path: &Path) -> Stdio {
+    Stdio::from(std::fs::File::create(path).expect("log file"))
 }
 
 async fn wait_ready(http: &reqwest::Client, admin: &str) {
@@ -230,4 +248,279 @@ async fn sigterm_mid_stream_embedded() {
 async fn sigterm_mid_stream_kafka_postgres() {
     stopped_mid_stream_loses_nothing_and_doubles_nothing(Runtime::KafkaPostgres, Stop::Terminate)
         .await;
+}
+
+/// A test's kvitto, not yet started: its config in a file, listeners on
+/// fixed free ports (they must stay the same across restarts), and the
+/// sandbox playing the providers.
+struct Setup {
+    env: TestEnv,
+    sandbox: Arc<SandboxState>,
+    config_path: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Setup {
+    async fn new(runtime: Runtime, tweak: impl FnOnce(&mut Config)) -> Option<Setup> {
+        let mut env = TestEnv::new(runtime).await?;
+        env.config.server.webhook_listen = format!("127.0.0.1:{}", free_port());
+        env.config.server.admin_listen = format!("127.0.0.1:{}", free_port());
+        tweak(&mut env.config);
+        let sandbox = Arc::new(SandboxState::new(env.config.clone()));
+        let (_handle, sandbox_addr) =
+            kvitto::sandbox::server::start(sandbox.clone(), "127.0.0.1:0")
+                .await
+                .unwrap();
+        env.use_sandbox(sandbox_addr);
+        let config_path = env.dir.path().join("kvitto.toml");
+        std::fs::write(&config_path, toml::to_string(&env.config).unwrap()).unwrap();
+        Some(Setup {
+            env,
+            sandbox,
+            config_path,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn wait_ready(&self) {
+        wait_ready(&self.http, &self.env.config.server.admin_listen).await;
+    }
+
+    fn webhook_base(&self) -> String {
+        format!("http://{}", self.env.config.server.webhook_listen)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.env.dir.path().join("kvitto.log")
+    }
+}
+
+/// The whole graceful shutdown in the deadline test, kept short.
+const SHUTDOWN_DEADLINE_SECS: u64 = 4;
+/// How far past the deadline the process may exit: time to leave `main`
+/// and for this test to notice. A bound that fails a shutdown which ignores
+/// its deadline (each step waiting the full timeout takes twice as long),
+/// not a measure of speed.
+const EXIT_SLACK: Duration = Duration::from_secs(3);
+
+/// Sends SIGTERM and waits for the exit, failing past `bound`.
+async fn terminate_within(child: &mut Child, bound: Duration) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let signalled = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            signalled.elapsed() <= bound,
+            "kvitto still running {bound:?} after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A webhook request whose body never finishes arriving: it keeps the
+/// webhook listener's graceful stop waiting for as long as it is open.
+async fn trickling_webhook(setup: &Setup) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let integration = &setup.env.config.integrations[0];
+    let mut stream = tokio::net::TcpStream::connect(&setup.env.config.server.webhook_listen)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /webhooks/{}/{} HTTP/1.1\r\nhost: kvitto\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
+        integration.provider, integration.id
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    stream
+}
+
+on_both_runtimes!(sigterm_with_work_stuck_past_the_deadline_exits_in_time_and_loses_nothing);
+async fn sigterm_with_work_stuck_past_the_deadline_exits_in_time_and_loses_nothing(
+    runtime: Runtime,
+) {
+    let Some(setup) = Setup::new(runtime, |config| {
+        config.server.shutdown_timeout_secs = SHUTDOWN_DEADLINE_SECS;
+        // A trickling body holds its request open this long, and a hung
+        // provider API its worker: both well past the deadline.
+        config.server.request_timeout_ms = 120_000;
+        config.processing.api_timeout_ms = 120_000;
+        config.processing.api_max_retries = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    for provider in ProviderKind::ALL {
+        let hang = Fault::Hang(Duration::from_secs(600));
+        setup.sandbox.set_fault(provider, Some(hang));
+    }
+    let mut child = spawn_kvitto_with(&setup.config_path, log_file(&setup.log_path()), &[]);
+    setup.wait_ready().await;
+
+    let options = SendOptions {
+        count: 30,
+        rate_per_sec: 0.0,
+        concurrency: 8,
+        seed: 11,
+        ..SendOptions::default()
+    };
+    let report = send::run(&setup.sandbox, &setup.webhook_base(), &options)
+        .await
+        .expect("sender ran");
+    let acknowledged = report.purchases.len();
+    assert!(acknowledged > 0, "{report}");
+    eventually("a worker waiting on a hung provider API", || async {
+        (setup.sandbox.looked_up_count() > 0).then_some(())
+    })
+    .await;
+    let _open_request = trickling_webhook(&setup).await;
+
+    let bound = Duration::from_secs(SHUTDOWN_DEADLINE_SECS) + EXIT_SLACK;
+    let status = terminate_within(&mut child, bound).await;
+    assert!(status.success(), "graceful shutdown exited with {status}");
+    let log = std::fs::read_to_string(setup.log_path()).unwrap();
+    assert!(
+        log.contains("shutdown deadline reached") && log.contains("events being processed"),
+        "the cut-short work is not logged:\n{log}"
+    );
+
+    // Restarted with the provider APIs answering: what was in hand at the
+    // deadline is redelivered, and every acknowledged purchase is stored,
+    // each once.
+    for provider in ProviderKind::ALL {
+        setup.sandbox.set_fault(provider, None);
+    }
+    let mut child = spawn_kvitto(&setup.config_path);
+    setup.wait_ready().await;
+    let store = kvitto::store::Store::connect(&setup.env.config.database)
+        .await
+        .unwrap();
+    eventually("every acknowledged purchase stored", || async {
+        let stored = store.count_transactions().await.unwrap();
+        (stored >= acknowledged as i64).then_some(())
+    })
+    .await;
+    for purchase in &report.purchases {
+        let id = kvitto::canonical::transaction_id(
+            purchase.provider,
+            &purchase.integration_id,
+            &purchase.transaction_ref,
+        );
+        let stored = store.transaction(&id.to_string()).await.unwrap();
+        assert!(stored.is_some(), "acknowledged purchase lost: {purchase:?}");
+    }
+    // One transaction per acknowledged purchase: none twice, none invented
+    // from the request that never finished.
+    assert_eq!(
+        store.count_transactions().await.unwrap(),
+        acknowledged as i64
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The stages one event's log lines go through, in order, from ingress to
+/// the worker's commit.
+const STAGES: [&str; 7] = [
+    "webhook authenticated",
+    "event decoded",
+    "event deduplicated; first delivery",
+    "event verified",
+    "transaction stored",
+    "transaction published",
+    "event committed",
+];
+
+/// Every JSON log line that mentions `event_id`.
+fn lines_about(log: &Path, event_id: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(event_id))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+on_both_runtimes!(every_log_line_about_an_event_carries_its_id_through_every_stage);
+async fn every_log_line_about_an_event_carries_its_id_through_every_stage(runtime: Runtime) {
+    let Some(setup) = Setup::new(runtime, |config| config.log.format = LogFormat::Json).await
+    else {
+        return;
+    };
+    let mut child = spawn_kvitto_with(
+        &setup.config_path,
+        log_file(&setup.log_path()),
+        &[("RUST_LOG", "kvitto=debug")],
+    );
+    setup.wait_ready().await;
+
+    // A Stripe purchase: signed, and looked up on the sandbox's API.
+    let integration = setup
+        .env
+        .config
+        .integrations
+        .iter()
+        .find(|i| i.provider == ProviderKind::Stripe)
+        .unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let purchase = kvitto::sandbox::generate::purchase(&mut rng, integration, chrono::Utc::now());
+    setup.sandbox.insert(purchase.clone());
+    let webhook = send::webhook(
+        integration,
+        &purchase,
+        WebhookKind::Created,
+        chrono::Utc::now(),
+    );
+    let mut request = setup
+        .http
+        .post(format!(
+            "{}{}",
+            setup.webhook_base(),
+            webhook.path_and_query
+        ))
+        .body(webhook.body.clone());
+    for (name, value) in &webhook.headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    let event_id = answer["event_id"].as_str().expect("event id").to_string();
+
+    let lines = eventually("the event committed", || async {
+        let lines = lines_about(&setup.log_path(), &event_id);
+        let committed = lines.iter().any(|l| l["message"] == "event committed");
+        committed.then_some(lines)
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The id is a field of the line's span, not only somewhere in its text.
+    for line in &lines {
+        assert_eq!(line["span"]["name"], "event", "{line}");
+        assert_eq!(line["span"]["event_id"], event_id.as_str(), "{line}");
+        assert_eq!(line["span"]["provider"], "stripe", "{line}");
+    }
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    let positions: Vec<usize> = STAGES
+        .iter()
+        .map(|stage| {
+            let found = messages.iter().position(|m| m == stage);
+            found.unwrap_or_else(|| panic!("no {stage:?} line for {event_id}: {messages:#?}"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|pair| pair[0] < pair[1]),
+        "stages out of order: {messages:#?}"
+    );
+    // Ingress says "accepted" once the bus confirmed the write; the worker
+    // may already be decoding by then, so only its presence is fixed.
+    assert!(messages.contains(&"webhook accepted"), "{messages:#?}");
 }

@@ -11,6 +11,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::bus::BusError;
+use crate::telemetry::throttle::{Throttle, ThrottleSite};
+
+static BATCH_FAILED_LOG: Throttle = Throttle::new(ThrottleSite::BusWriteFailed, 60);
 
 /// Writes that may wait for the writer before publishers feel back-pressure.
 const QUEUE_CAPACITY: usize = 4_096;
@@ -75,7 +78,10 @@ async fn run(
                 }
             }
             Err(error) => {
-                warn!(%error, writes = batch.len(), "embedded bus batch not committed");
+                // A full or failing disk fails every batch: throttled.
+                if let Some(suppressed) = BATCH_FAILED_LOG.allow() {
+                    warn!(%error, writes = batch.len(), suppressed, "embedded bus batch not committed");
+                }
                 for write in batch.drain(..) {
                     let reason = format!("embedded bus write failed: {error}");
                     let _ = write.reply_tx.send(Err(BusError::Unavailable(reason)));
