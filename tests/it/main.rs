@@ -13,3 +13,6 @@ mod hostile;
 mod ingress;
 mod outage;
 mod pipeline;
+mod prometheus;
+mod promql;
+mod rules;
