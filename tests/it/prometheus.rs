@@ -16,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kvitto::providers::ProviderKind;
-use kvitto::sandbox::WebhookKind;
 use kvitto::sandbox::send::{self, SendOptions};
+use kvitto::sandbox::{Fault, WebhookKind};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -81,7 +81,7 @@ async fn prometheus_finds_every_metric_the_dashboard_and_rules_use(runtime: Runt
     let Some(binary) = tool_or_skip("prometheus") else {
         return;
     };
-    let Some(h) = Harness::start(runtime, |_| {}).await else {
+    let Some(h) = Harness::start(runtime, |config| config.processing.max_attempts = 2).await else {
         return;
     };
     let prometheus = Prometheus::start(&binary, h.kvitto.admin_addr).await;
@@ -95,6 +95,8 @@ async fn prometheus_finds_every_metric_the_dashboard_and_rules_use(runtime: Runt
     // its first increment, and rate() and increase() only see growth that
     // Prometheus watched happen.
     let mut purchases = send_wave(&h, 1, 14, 0.0, FORGED_FIRST).await;
+    wait_until_processed(&h, purchases, None).await;
+    purchases += send_trouble(&h).await;
     wait_until_processed(&h, purchases, None).await;
     prometheus.wait_for_scrapes(2.0).await;
     purchases += send_wave(&h, 2, 28, 0.1, FORGED_SECOND).await;
@@ -149,6 +151,56 @@ async fn send_wave(h: &Harness, seed: u64, count: usize, bad: f64, forged: u64) 
     i64::try_from(report.purchases.len()).expect("count")
 }
 
+/// What a normal day also brings, so the panels and alerts about it have
+/// series to find: a provider API answering 500 for a while (API retries, a
+/// worker retrying an event), a provider disagreeing on an amount (a
+/// verification mismatch) and, with fail points compiled in, an event that
+/// makes processing panic (actor restarts, then a dead letter). Returns how
+/// many transactions it adds.
+async fn send_trouble(h: &Harness) -> i64 {
+    h.sandbox
+        .set_fault(ProviderKind::Zettle, Some(Fault::ServerError));
+    let purchase = h.purchase(ProviderKind::Zettle, 900);
+    assert_eq!(
+        h.send(&h.webhook(&purchase, WebhookKind::Created)).await,
+        StatusCode::OK
+    );
+    wait_for_metric(h, r#"kvitto_pipeline_event_retrying{provider="zettle"} 1"#).await;
+    h.sandbox.set_fault(ProviderKind::Zettle, None);
+
+    let wrong = Fault::WrongAmount { delta_minor: 500 };
+    h.sandbox.set_fault(ProviderKind::Stripe, Some(wrong));
+    let purchase = h.purchase(ProviderKind::Stripe, 901);
+    assert_eq!(
+        h.send(&h.webhook(&purchase, WebhookKind::Created)).await,
+        StatusCode::OK
+    );
+    wait_for_metric(
+        h,
+        r#"kvitto_events_processed_total{provider="stripe",outcome="rejected"} 1"#,
+    )
+    .await;
+    h.sandbox.set_fault(ProviderKind::Stripe, None);
+
+    #[cfg(feature = "failpoints")]
+    {
+        fail::cfg("process-event", "panic").expect("fail point");
+        let poison = crate::support::generic_webhook(h, "poison-9", "txn-poison-9", "10.00", "");
+        assert_eq!(h.send(&poison).await, StatusCode::OK);
+        let line = r#"kvitto_deadletter_total{provider="generic",reason="attempts_exhausted"} 1"#;
+        wait_for_metric(h, line).await;
+        fail::remove("process-event");
+    }
+    2
+}
+
+async fn wait_for_metric(h: &Harness, line: &str) {
+    eventually(line, || async {
+        h.metrics().await.lines().any(|l| l == line).then_some(())
+    })
+    .await;
+}
+
 /// A signed Square webhook whose payment cannot be decoded: a dead letter.
 async fn send_undecodable(h: &Harness) {
     let integration = h.integration(ProviderKind::Square).clone();
@@ -176,10 +228,7 @@ async fn wait_until_processed(h: &Harness, purchases: i64, metric_line: Option<&
     })
     .await;
     if let Some(line) = metric_line {
-        eventually(line, || async {
-            h.metrics().await.lines().any(|l| l == line).then_some(())
-        })
-        .await;
+        wait_for_metric(h, line).await;
     }
 }
 
@@ -192,7 +241,9 @@ fn check_rule_groups(rules: &[Value], problems: &mut Vec<String>) {
         let text = std::fs::read_to_string(file).expect("rule file");
         let declared = text
             .lines()
-            .filter(|l| l.trim_start().starts_with("- alert:") || l.trim_start().starts_with("- record:"))
+            .filter(|l| {
+                l.trim_start().starts_with("- alert:") || l.trim_start().starts_with("- record:")
+            })
             .count();
         let name = file_name(file);
         let loaded: usize = rules
@@ -201,7 +252,9 @@ fn check_rule_groups(rules: &[Value], problems: &mut Vec<String>) {
             .map(|g| g["rules"].as_array().map_or(0, Vec::len))
             .sum();
         if !files.contains(&name) || loaded != declared {
-            problems.push(format!("{file}: {declared} rules declared, {loaded} loaded"));
+            problems.push(format!(
+                "{file}: {declared} rules declared, {loaded} loaded"
+            ));
         }
     }
     for group in rules {
@@ -232,12 +285,19 @@ fn expressions(rules: &[Value]) -> Vec<(String, String)> {
     for panel in dashboard_panels(&dashboard) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let name = format!("panel {:?} ({})", panel["title"], target["refId"]);
-            all.push((name, substitute(target["expr"].as_str().unwrap_or_default())));
+            all.push((
+                name,
+                substitute(target["expr"].as_str().unwrap_or_default()),
+            ));
         }
     }
     for group in rules {
         for rule in group["rules"].as_array().into_iter().flatten() {
-            let kind = if rule["type"] == "alerting" { "alert" } else { "recording rule" };
+            let kind = if rule["type"] == "alerting" {
+                "alert"
+            } else {
+                "recording rule"
+            };
             let name = format!("{kind} {}", rule["name"].as_str().unwrap_or_default());
             all.push((name, rule["query"].as_str().unwrap_or_default().to_string()));
         }
@@ -299,7 +359,9 @@ async fn check_expression(
     }
     for label in &parsed.grouping {
         if !all_labels.contains(label) {
-            problems.push(format!("{name}: groups by {label}, which no series in it has"));
+            problems.push(format!(
+                "{name}: groups by {label}, which no series in it has"
+            ));
         }
     }
 }
@@ -390,7 +452,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={listen}"))
             .arg("--log.level=warn")
             .stdout(Stdio::null())
@@ -415,7 +480,10 @@ impl Prometheus {
         for _ in 0..600 {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let log = std::fs::read_to_string(self.dir.path().join("prometheus.log"));
-                panic!("prometheus exited with {status}:\n{}", log.unwrap_or_default());
+                panic!(
+                    "prometheus exited with {status}:\n{}",
+                    log.unwrap_or_default()
+                );
             }
             let ready = self.http.get(&url).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {

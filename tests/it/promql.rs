@@ -39,7 +39,9 @@ const GROUPING: &[&str] = &[
     "group_left",
     "group_right",
 ];
-const KEYWORDS: &[&str] = &["and", "or", "unless", "offset", "bool", "atan2", "inf", "nan"];
+const KEYWORDS: &[&str] = &[
+    "and", "or", "unless", "offset", "bool", "atan2", "inf", "nan",
+];
 
 pub fn parse(expr: &str) -> Parsed {
     let chars: Vec<char> = expr.chars().collect();
@@ -173,7 +175,9 @@ fn parse_finds_selectors_labels_and_grouping() {
 
 #[test]
 fn parse_skips_functions_keywords_and_numbers() {
-    let parsed = parse(r#"time() - max(process_start_time_seconds and on (instance, job) kvitto_build_info) or vector(1e3)"#);
+    let parsed = parse(
+        r#"time() - max(process_start_time_seconds and on (instance, job) kvitto_build_info) or vector(1e3)"#,
+    );
     let metrics: Vec<&str> = parsed.selectors.iter().map(|s| s.metric.as_str()).collect();
     assert_eq!(metrics, ["process_start_time_seconds", "kvitto_build_info"]);
     assert_eq!(parsed.grouping, ["instance", "job"]);

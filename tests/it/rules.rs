@@ -157,8 +157,13 @@ pub fn load_dashboard() -> Value {
 fn dashboard_is_well_formed() {
     let dashboard = load_dashboard();
     assert!(dashboard["schemaVersion"].as_u64().expect("schemaVersion") >= 39);
-    let variables = dashboard["templating"]["list"].as_array().expect("variables");
-    let names: Vec<&str> = variables.iter().filter_map(|v| v["name"].as_str()).collect();
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let names: Vec<&str> = variables
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
     assert!(names.contains(&"datasource"), "{names:?}");
     let provider = variables
         .iter()
