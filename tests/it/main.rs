@@ -14,5 +14,4 @@ mod ingress;
 mod outage;
 mod pipeline;
 mod prometheus;
-mod promql;
 mod rules;
