@@ -16,3 +16,5 @@ mod ingress;
 mod metrics;
 mod outage;
 mod pipeline;
+mod prometheus;
+mod rules;
