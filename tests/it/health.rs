@@ -134,7 +134,7 @@ async fn integration_checks_are_exported_and_shown_without_affecting_readiness(r
 
     let (_, metrics) = get_text(format!("http://{}/metrics", kvitto.admin_addr)).await;
     assert!(
-        !metrics.contains(r#"provider="shopify",integration"#),
+        !metrics.contains(r#"kvitto_integration_up{provider="shopify""#),
         "{metrics}"
     );
     let checked_at = metrics
