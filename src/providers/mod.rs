@@ -230,6 +230,9 @@ pub enum EventAction {
     /// notification, an event type it does not process). Committed and
     /// counted, not dead-lettered.
     Ignore { reason: &'static str },
+    /// The event is about one of kvitto's own payouts, transfers or
+    /// connected accounts (Stripe Connect): settlement moves on.
+    Settlement(crate::settlement::SettlementSignal),
 }
 
 /// What the webhook claims about a transaction. Fields the payload does not
