@@ -24,6 +24,8 @@ use crate::health::HealthMonitor;
 use crate::ingress::{self, IngressState};
 use crate::pipeline::Pipeline;
 use crate::providers::{ApiClient, ProviderKind};
+use crate::settlement::engine::Engine;
+use crate::settlement::rails::Rails;
 use crate::store::Store;
 use crate::telemetry;
 
@@ -34,6 +36,7 @@ pub struct Running {
     pub store: Store,
     pub bus: Bus,
     pipeline: Pipeline,
+    settlement: Engine,
     health: HealthMonitor,
     webhook_server: ServerHandle,
     admin_server: ServerHandle,
@@ -48,6 +51,8 @@ pub fn topics(config: &Config) -> Vec<String> {
         .collect();
     topics.push(config.bus.transactions_topic());
     topics.push(config.bus.deadletter_topic());
+    topics.push(config.bus.feedback_topic());
+    topics.push(config.bus.settlements_topic());
     topics
 }
 
@@ -66,11 +71,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("connecting to the bus")?;
     let api = ApiClient::try_new(&config.processing).context("building the provider API client")?;
 
+    let rails = Rails::try_new(&config.settlement)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("building the payout rails")?;
     let pipeline = Pipeline::start(config.clone(), store.clone(), bus.clone(), api);
+    let settlement = Engine::start(config.clone(), store.clone(), bus.clone(), rails.clone());
     let health =
         HealthMonitor::start(&config).context("building the integration health monitor")?;
     let ingress_state = Arc::new(IngressState::new(config.clone(), bus.clone()));
-    let (webhook, webhook_server, webhook_addr) = ingress::bind(ingress_state)
+    let settlement_api =
+        crate::settlement::http::state(config.clone(), store.clone(), bus.clone(), rails);
+    let (webhook, webhook_server, webhook_addr) = ingress::bind(ingress_state, settlement_api)
         .with_context(|| format!("binding {}", config.server.webhook_listen))?;
     let admin_state = Arc::new(AdminState {
         metrics,
@@ -102,6 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store,
         bus,
         pipeline,
+        settlement,
         health,
         webhook_server,
         admin_server,
@@ -135,8 +147,12 @@ impl Running {
             cut_short.push("webhook requests in flight");
         }
 
-        // Workers past the deadline keep their events uncommitted.
+        // Workers past the deadline keep their events uncommitted; a
+        // settlement step cut short is found again in the database at start.
         self.pipeline
+            .stop(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        self.settlement
             .stop(deadline.saturating_duration_since(Instant::now()))
             .await;
         if Instant::now() >= deadline {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::VerificationMode;
 use crate::providers::ProviderKind;
+pub use crate::settlement::config::SettlementConfig;
 
 /// The environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "KVITTO_";
@@ -29,6 +30,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub processing: ProcessingConfig,
     pub sandbox: SandboxConfig,
+    pub settlement: SettlementConfig,
     pub integrations: Vec<IntegrationConfig>,
 }
 
@@ -169,6 +171,16 @@ impl BusConfig {
 
     pub fn deadletter_topic(&self) -> String {
         format!("{}deadletter", self.topic_prefix)
+    }
+
+    /// Scored feedback from the feedback service (and `POST /v1/feedback`).
+    pub fn feedback_topic(&self) -> String {
+        format!("{}feedback", self.topic_prefix)
+    }
+
+    /// Every settlement state change, for analytics.
+    pub fn settlements_topic(&self) -> String {
+        format!("{}settlements", self.topic_prefix)
     }
 }
 

@@ -46,6 +46,7 @@ impl IngressState {
 /// spawned), its handle and the bound address.
 pub fn bind(
     state: Arc<IngressState>,
+    api: Arc<crate::settlement::http::ApiState>,
 ) -> std::io::Result<(Server, ServerHandle, std::net::SocketAddr)> {
     let listen = state.config.server.webhook_listen.clone();
     let workers = match state.config.server.workers {
@@ -56,12 +57,19 @@ pub fn bind(
     };
     let shutdown_secs = state.config.server.shutdown_timeout_secs;
     let request_timeout = std::time::Duration::from_millis(state.config.server.request_timeout_ms);
+    let max_body_bytes = state.config.server.max_body_bytes;
     let data = web::Data::from(state);
+    let api = web::Data::from(api);
     let server = HttpServer::new(move || {
-        App::new().app_data(data.clone()).route(
-            "/webhooks/{provider}/{integration}",
-            web::post().to(handler::receive),
-        )
+        App::new()
+            .app_data(data.clone())
+            .app_data(api.clone())
+            .app_data(web::PayloadConfig::new(max_body_bytes))
+            .route(
+                "/webhooks/{provider}/{integration}",
+                web::post().to(handler::receive),
+            )
+            .configure(crate::settlement::http::routes)
     })
     .workers(workers)
     .client_request_timeout(request_timeout)

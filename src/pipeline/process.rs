@@ -189,6 +189,18 @@ async fn process_event(
                 ProcessOutcome::Duplicate
             });
         }
+        EventAction::Settlement(signal) => {
+            crate::settlement::engine::apply_signal(&shared.store, &signal).await?;
+            let fresh = shared
+                .store
+                .record_without_effect(&event, "settlement")
+                .await?;
+            return Ok(if fresh {
+                ProcessOutcome::Settlement
+            } else {
+                ProcessOutcome::Duplicate
+            });
+        }
         EventAction::Purchase(claim) => claim,
     };
 

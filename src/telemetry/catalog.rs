@@ -48,6 +48,12 @@ const END_TO_END_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// Buckets for purchase-to-payout time, which includes waiting for the
+/// customer's feedback: 1 s to 1 day.
+const PURCHASE_TO_PAYOUT_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_800.0, 3_600.0, 7_200.0, 21_600.0, 86_400.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns the handle
@@ -60,6 +66,12 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Full(END_TO_END_SECONDS.into()),
                     END_TO_END_BUCKETS,
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(SETTLEMENT_PURCHASE_TO_PAYOUT_SECONDS.into()),
+                        PURCHASE_TO_PAYOUT_BUCKETS,
+                    )
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 })
@@ -174,6 +186,7 @@ fn describe_all() {
         "Log lines dropped by the flood throttle, by call site."
     );
     describe_integration_health();
+    describe_settlement();
 }
 
 // ---- Integration health (the health monitor, `crate::health`) ----
@@ -191,4 +204,76 @@ fn describe_integration_health() {
         Unit::Seconds,
         "Unix time of the integration's last completed provider API check."
     );
+}
+
+// ---- Settlement (`crate::settlement`) ----
+
+pub const FEEDBACK_RECEIVED: &str = "kvitto_feedback_received_total";
+pub const FEEDBACK_MATCHED: &str = "kvitto_feedback_match_outcomes_total";
+pub const SETTLEMENT_TRANSITIONS: &str = "kvitto_settlements_total";
+pub const SETTLEMENT_PAID_MINOR: &str = "kvitto_settlement_paid_minor_units_total";
+pub const SETTLEMENT_PURCHASE_TO_PAYOUT_SECONDS: &str =
+    "kvitto_settlement_purchase_to_payout_duration_seconds";
+pub const RAIL_CALLS: &str = "kvitto_settlement_rail_calls_total";
+pub const RAIL_CALL_SECONDS: &str = "kvitto_settlement_rail_call_duration_seconds";
+pub const SETTLEMENT_OLDEST_UNFINISHED_SECONDS: &str =
+    "kvitto_settlement_oldest_unfinished_age_seconds";
+pub const SETTLEMENT_ACTOR_RESTARTS: &str = "kvitto_settlement_actor_restarts_total";
+pub const LEDGER_BALANCED: &str = "kvitto_ledger_balanced";
+
+/// The labels settlement series take, for registering them at zero.
+pub const RAILS: [&str; 2] = ["stripe", "swish"];
+
+fn describe_settlement() {
+    describe_counter!(
+        FEEDBACK_RECEIVED,
+        "Feedback messages read from the feedback topic, by outcome (accepted, duplicate, invalid)."
+    );
+    describe_counter!(
+        FEEDBACK_MATCHED,
+        "Feedback matching decisions, by outcome (matched, no_matching_purchase, ambiguous, not_rewarded)."
+    );
+    describe_counter!(
+        SETTLEMENT_TRANSITIONS,
+        "Settlements entering a state, by rail and state."
+    );
+    describe_counter!(
+        SETTLEMENT_PAID_MINOR,
+        "Reward amounts paid out, in minor units (öre), by rail and currency."
+    );
+    describe_histogram!(
+        SETTLEMENT_PURCHASE_TO_PAYOUT_SECONDS,
+        Unit::Seconds,
+        "Time from the purchase to its reward being paid, by rail."
+    );
+    describe_counter!(
+        RAIL_CALLS,
+        "Payout rail calls, by rail, operation and outcome (ok, transient, refused, config)."
+    );
+    describe_histogram!(
+        RAIL_CALL_SECONDS,
+        Unit::Seconds,
+        "Payout rail call latency, by rail."
+    );
+    describe_gauge!(
+        SETTLEMENT_OLDEST_UNFINISHED_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest settlement that is neither paid, failed nor canceled."
+    );
+    describe_counter!(
+        SETTLEMENT_ACTOR_RESTARTS,
+        "Settlement actor restarts by their supervisor, by actor and reason."
+    );
+    describe_gauge!(
+        LEDGER_BALANCED,
+        "1 when the last ledger check found every journal balanced and every balance agreeing with the settlements, else 0."
+    );
+    for outcome in ["accepted", "duplicate", "invalid"] {
+        counter!(FEEDBACK_RECEIVED, "outcome" => outcome).increment(0);
+    }
+    for rail in RAILS {
+        for state in ["pending", "submitted", "paid", "failed", "canceled"] {
+            counter!(SETTLEMENT_TRANSITIONS, "rail" => rail, "state" => state).increment(0);
+        }
+    }
 }

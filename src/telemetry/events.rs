@@ -91,6 +91,8 @@ pub enum ProcessOutcome {
     /// Older than the stored state of its transaction: recorded, not applied.
     Stale,
     Ignored,
+    /// About kvitto's own payouts: handed to settlement.
+    Settlement,
     Deadlettered,
 }
 
@@ -102,6 +104,7 @@ impl ProcessOutcome {
             ProcessOutcome::Duplicate => "duplicate",
             ProcessOutcome::Stale => "stale",
             ProcessOutcome::Ignored => "ignored",
+            ProcessOutcome::Settlement => "settlement",
             ProcessOutcome::Deadlettered => "deadlettered",
         }
     }

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod events;
 pub mod logging;
 mod process;
+pub mod settlement;
 pub mod throttle;
 
 pub use self::events::*;

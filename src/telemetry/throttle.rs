@@ -27,16 +27,19 @@ pub enum ThrottleSite {
     ProducerReplaced,
     /// A failed read from the bus by a worker's consumer.
     BusReadFailed,
+    /// A payout rail call that failed (settlement).
+    RailFailed,
 }
 
 impl ThrottleSite {
-    pub const ALL: [ThrottleSite; 6] = [
+    pub const ALL: [ThrottleSite; 7] = [
         ThrottleSite::WebhookRefused,
         ThrottleSite::VerificationMismatch,
         ThrottleSite::ConsumerLag,
         ThrottleSite::BusWriteFailed,
         ThrottleSite::ProducerReplaced,
         ThrottleSite::BusReadFailed,
+        ThrottleSite::RailFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +50,7 @@ impl ThrottleSite {
             ThrottleSite::BusWriteFailed => "bus_write_failed",
             ThrottleSite::ProducerReplaced => "producer_replaced",
             ThrottleSite::BusReadFailed => "bus_read_failed",
+            ThrottleSite::RailFailed => "rail_failed",
         }
     }
 }

@@ -1,0 +1,282 @@
+//! The feedback service's message: one scored piece of feedback about one
+//! purchase, and where its reward goes.
+//!
+//! The same JSON arrives on `kvitto.feedback` and at `POST /v1/feedback`;
+//! [`Feedback::parse`] is the one place that decides whether it is well
+//! formed, and its error names the offending field.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Destination;
+
+/// Longest id kvitto accepts for feedback, businesses and locations.
+const MAX_ID_CHARS: usize = 128;
+/// Longest customer reference (an opaque hash of the customer).
+const MAX_CUSTOMER_REF_CHARS: usize = 128;
+const MAX_SCORE: u8 = 100;
+
+/// One scored feedback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feedback {
+    pub feedback_id: String,
+    pub business_id: String,
+    pub location_id: String,
+    /// Opaque and stable per customer; kvitto never needs a name or a phone
+    /// number to match, only to pay.
+    pub customer_ref: String,
+    pub purchase: PurchaseHint,
+    /// 0-100, from the scoring service.
+    pub quality_score: u8,
+    pub payout: Destination,
+}
+
+/// The purchase as the receipt or the customer knew it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseHint {
+    /// The provider's transaction id, when the receipt carried one.
+    #[serde(default)]
+    pub provider_transaction_id: Option<String>,
+    #[serde(default)]
+    pub amount_minor: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// Why a message is not well-formed feedback.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidFeedback {
+    /// The JSON path of the offending field (`payout.number`), or `body`.
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> InvalidFeedback {
+    InvalidFeedback {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Feedback {
+    /// Parses and validates one message.
+    pub fn parse(bytes: &[u8]) -> Result<Feedback, InvalidFeedback> {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let feedback: Feedback =
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+                let path = error.path().to_string();
+                let field = if path == "." { "body".into() } else { path };
+                InvalidFeedback {
+                    field,
+                    reason: error.into_inner().to_string(),
+                }
+            })?;
+        deserializer
+            .end()
+            .map_err(|_| invalid("body", "trailing characters after the JSON object"))?;
+        feedback.validate()?;
+        Ok(feedback)
+    }
+
+    fn validate(&self) -> Result<(), InvalidFeedback> {
+        check_id("feedback_id", &self.feedback_id, MAX_ID_CHARS)?;
+        check_id("business_id", &self.business_id, MAX_ID_CHARS)?;
+        check_id("location_id", &self.location_id, MAX_ID_CHARS)?;
+        check_id("customer_ref", &self.customer_ref, MAX_CUSTOMER_REF_CHARS)?;
+        if self.quality_score > MAX_SCORE {
+            return Err(invalid("quality_score", "must be between 0 and 100"));
+        }
+        self.purchase.validate()?;
+        validate_destination(&self.payout)
+    }
+}
+
+impl PurchaseHint {
+    fn validate(&self) -> Result<(), InvalidFeedback> {
+        if let Some(id) = &self.provider_transaction_id {
+            return check_id("purchase.provider_transaction_id", id, MAX_ID_CHARS);
+        }
+        let Some(amount) = self.amount_minor else {
+            return Err(invalid(
+                "purchase.amount_minor",
+                "required when purchase.provider_transaction_id is absent",
+            ));
+        };
+        if amount <= 0 {
+            return Err(invalid("purchase.amount_minor", "must be positive"));
+        }
+        if self.occurred_at.is_none() {
+            return Err(invalid(
+                "purchase.occurred_at",
+                "required when purchase.provider_transaction_id is absent",
+            ));
+        }
+        match &self.currency {
+            Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => Ok(()),
+            Some(_) => Err(invalid(
+                "purchase.currency",
+                "must be an upper-case ISO 4217 code",
+            )),
+            None => Err(invalid(
+                "purchase.currency",
+                "required when purchase.provider_transaction_id is absent",
+            )),
+        }
+    }
+}
+
+fn check_id(field: &str, value: &str, max_chars: usize) -> Result<(), InvalidFeedback> {
+    if value.is_empty() || value.chars().count() > max_chars {
+        return Err(invalid(
+            field,
+            format!("must be 1 to {max_chars} characters"),
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if !value.chars().all(allowed) {
+        return Err(invalid(field, "may hold only A-Z, a-z, 0-9 and - _ . :"));
+    }
+    Ok(())
+}
+
+fn validate_destination(destination: &Destination) -> Result<(), InvalidFeedback> {
+    match destination {
+        Destination::Stripe { account } => {
+            let rest = account.strip_prefix("acct_").unwrap_or("");
+            if rest.is_empty()
+                || rest.len() > 64
+                || !rest.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(invalid(
+                    "payout.account",
+                    "must be a Stripe connected account id (acct_...)",
+                ));
+            }
+            Ok(())
+        }
+        Destination::Swish { number, ssn } => {
+            let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+            if !(number.starts_with("46") && (10..=15).contains(&number.len()) && digits(number)) {
+                return Err(invalid(
+                    "payout.number",
+                    "must be a Swish number: digits only, starting with 46",
+                ));
+            }
+            if ssn.len() != 12 || !digits(ssn) {
+                return Err(invalid(
+                    "payout.ssn",
+                    "must be a personal identity number of 12 digits (YYYYMMDDNNNN)",
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(purchase: &str, payout: &str) -> String {
+        format!(
+            r#"{{"feedback_id":"fb-1","business_id":"b","location_id":"l",
+                "customer_ref":"c1","purchase":{purchase},"quality_score":80,
+                "payout":{payout}}}"#
+        )
+    }
+
+    const SWISH: &str = r#"{"rail":"swish","number":"46701234567","ssn":"199001011234"}"#;
+
+    #[test]
+    fn feedback_with_transaction_id_and_swish_payout_parses() {
+        let text = body(r#"{"provider_transaction_id":"pay_1"}"#, SWISH);
+        let feedback = Feedback::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            feedback.purchase.provider_transaction_id.as_deref(),
+            Some("pay_1")
+        );
+        assert_eq!(feedback.payout.rail(), super::super::Rail::Swish);
+    }
+
+    #[test]
+    fn feedback_without_transaction_id_needs_amount_time_and_currency() {
+        let text = body(r#"{"amount_minor":100,"currency":"SEK"}"#, SWISH);
+        let error = Feedback::parse(text.as_bytes()).unwrap_err();
+        assert_eq!(error.field, "purchase.occurred_at");
+        let text = body(
+            r#"{"amount_minor":100,"currency":"SEK","occurred_at":"2026-12-04T10:00:00Z"}"#,
+            SWISH,
+        );
+        Feedback::parse(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn score_over_100_names_the_field() {
+        let text = body(r#"{"provider_transaction_id":"p"}"#, SWISH).replace("80", "101");
+        assert_eq!(
+            Feedback::parse(text.as_bytes()).unwrap_err().field,
+            "quality_score"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_nested_field() {
+        let text = body(r#"{"amount_minor":"12.50"}"#, SWISH);
+        let error = Feedback::parse(text.as_bytes()).unwrap_err();
+        assert_eq!(error.field, "purchase.amount_minor");
+    }
+
+    #[test]
+    fn missing_field_and_unknown_rail_are_named() {
+        let error = Feedback::parse(br#"{"feedback_id":"x"}"#).unwrap_err();
+        assert_eq!(error.field, "body");
+        assert!(error.reason.contains("business_id"), "{error}");
+        let text = body(r#"{"provider_transaction_id":"p"}"#, r#"{"rail":"paypal"}"#);
+        assert_eq!(
+            Feedback::parse(text.as_bytes()).unwrap_err().field,
+            "payout"
+        );
+    }
+
+    #[test]
+    fn swish_number_and_ssn_are_checked() {
+        let bad = r#"{"rail":"swish","number":"0701234567","ssn":"199001011234"}"#;
+        let text = body(r#"{"provider_transaction_id":"p"}"#, bad);
+        assert_eq!(
+            Feedback::parse(text.as_bytes()).unwrap_err().field,
+            "payout.number"
+        );
+        let bad = r#"{"rail":"swish","number":"46701234567","ssn":"9001011234"}"#;
+        let text = body(r#"{"provider_transaction_id":"p"}"#, bad);
+        assert_eq!(
+            Feedback::parse(text.as_bytes()).unwrap_err().field,
+            "payout.ssn"
+        );
+    }
+
+    #[test]
+    fn stripe_account_must_look_like_one() {
+        let text = body(
+            r#"{"provider_transaction_id":"p"}"#,
+            r#"{"rail":"stripe","account":"pm_123"}"#,
+        );
+        assert_eq!(
+            Feedback::parse(text.as_bytes()).unwrap_err().field,
+            "payout.account"
+        );
+    }
+
+    #[test]
+    fn ids_with_odd_characters_are_refused() {
+        let text = body(r#"{"provider_transaction_id":"p"}"#, SWISH).replace("fb-1", "fb 1;");
+        assert_eq!(
+            Feedback::parse(text.as_bytes()).unwrap_err().field,
+            "feedback_id"
+        );
+    }
+}

@@ -1,0 +1,598 @@
+//! The settlement API on the webhook listener.
+//!
+//! - `POST /v1/feedback` (the feedback service, a business's key): 202 once
+//!   the feedback is durable on `kvitto.feedback`, like a webhook.
+//! - `GET /v1/feedback/{id}` (the same key): where a feedback stands.
+//! - `GET /v1/review`, `POST /v1/review/{id}/approve|reject` (staff keys):
+//!   the feedback held for a person, and their decisions, recorded with the
+//!   reviewer's name and note.
+//! - `POST /v1/onboarding/stripe`, `GET /v1/onboarding/stripe/link` (a
+//!   business's key): a Stripe Express account for the business and its
+//!   onboarding link.
+//! - `POST /callbacks/swish/payouts/{token}`: Swish's payout callback, a
+//!   hint that makes kvitto ask Swish at once; never trusted by itself.
+//!
+//! Every refusal is decided in [`ApiError`]'s one `ResponseError` impl,
+//! which names the offending field and never echoes internals or secrets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{AUTHORIZATION, RETRY_AFTER};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::engine::report_settled;
+use super::feedback::{Feedback, InvalidFeedback};
+use super::rails::{OnboardingRequest, RailError, Rails};
+use super::store::{self as rows, FeedbackState, MatchedPurchase, Review};
+use crate::bus::{Bus, BusMessage};
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// Held feedback listed per request.
+const MAX_REVIEW_ITEMS: i64 = 200;
+/// Longest reviewer note kept.
+const MAX_NOTE_CHARS: usize = 500;
+/// What a client is told to wait when the bus cannot take feedback.
+const RETRY_AFTER_SECS: u64 = 5;
+
+pub struct ApiState {
+    pub config: Config,
+    pub store: Store,
+    pub bus: Bus,
+    pub rails: Rails,
+}
+
+/// Registers the routes (on the webhook listener's `App`).
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/feedback", web::post().to(post_feedback))
+        .route("/v1/feedback/{id}", web::get().to(get_feedback))
+        .route("/v1/review", web::get().to(list_review))
+        .route("/v1/review/{id}/approve", web::post().to(approve))
+        .route("/v1/review/{id}/reject", web::post().to(reject))
+        .route("/v1/onboarding/stripe", web::post().to(onboard))
+        .route("/v1/onboarding/stripe/link", web::get().to(onboarding_link))
+        .route(
+            "/callbacks/swish/payouts/{token}",
+            web::post().to(swish_payout_callback),
+        );
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or malformed Authorization: Bearer header")]
+    Unauthenticated,
+    #[error("this key may not do that")]
+    Forbidden,
+    #[error("{0}")]
+    Invalid(InvalidFeedback),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("bus unavailable")]
+    Unavailable,
+    #[error("provider refused: {0}")]
+    ProviderRefused(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Internal(error.to_string())
+    }
+}
+
+impl From<RailError> for ApiError {
+    fn from(error: RailError) -> Self {
+        match error {
+            RailError::Refused(reason) => ApiError::ProviderRefused(reason),
+            RailError::Transient(_) => ApiError::Unavailable,
+            RailError::Config(reason) => ApiError::Internal(reason),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ProviderRefused(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        let body = match self {
+            ApiError::Unauthenticated => {
+                json!({"error": "unauthenticated", "message": self.to_string()})
+            }
+            ApiError::Forbidden => json!({"error": "forbidden", "message": self.to_string()}),
+            ApiError::Invalid(invalid) => json!({
+                "error": "invalid_request",
+                "field": invalid.field,
+                "message": invalid.reason,
+            }),
+            ApiError::NotFound => json!({"error": "not_found"}),
+            ApiError::Conflict(reason) => json!({"error": "conflict", "message": reason}),
+            ApiError::Unavailable => {
+                response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+                json!({"error": "unavailable", "message": "try again later"})
+            }
+            ApiError::ProviderRefused(reason) => {
+                json!({"error": "provider_refused", "message": reason})
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "settlement api request failed");
+                json!({"error": "internal"})
+            }
+        };
+        response.json(body)
+    }
+}
+
+fn invalid(field: &str, reason: &str) -> ApiError {
+    ApiError::Invalid(InvalidFeedback {
+        field: field.into(),
+        reason: reason.into(),
+    })
+}
+
+fn bearer(request: &HttpRequest) -> Result<&str, ApiError> {
+    request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .ok_or(ApiError::Unauthenticated)
+}
+
+fn keys_equal(presented: &str, configured: &str) -> bool {
+    presented.as_bytes().ct_eq(configured.as_bytes()).into()
+}
+
+/// The business whose feedback-service key the request carries.
+fn business_of(state: &ApiState, request: &HttpRequest) -> Result<String, ApiError> {
+    let presented = bearer(request)?;
+    state
+        .config
+        .settlement
+        .api_keys
+        .iter()
+        .find(|key| keys_equal(presented, &key.key))
+        .map(|key| key.business_id.clone())
+        .ok_or(ApiError::Unauthenticated)
+}
+
+/// The reviewer whose staff key the request carries.
+fn staff_of(state: &ApiState, request: &HttpRequest) -> Result<String, ApiError> {
+    let presented = bearer(request)?;
+    if state
+        .config
+        .settlement
+        .api_keys
+        .iter()
+        .any(|key| keys_equal(presented, &key.key))
+    {
+        return Err(ApiError::Forbidden);
+    }
+    state
+        .config
+        .settlement
+        .staff_keys
+        .iter()
+        .find(|key| keys_equal(presented, &key.key))
+        .map(|key| key.name.clone())
+        .ok_or(ApiError::Unauthenticated)
+}
+
+async fn post_feedback(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let business_id = business_of(&state, &request)?;
+    let feedback = Feedback::parse(&body).map_err(ApiError::Invalid)?;
+    if feedback.business_id != business_id {
+        return Err(ApiError::Forbidden);
+    }
+    let message = BusMessage {
+        key: feedback.feedback_id.clone(),
+        payload: body.to_vec(),
+        headers: vec![("content-type".into(), "application/json".into())],
+    };
+    let timeout = Duration::from_millis(state.config.bus.publish_timeout_ms);
+    // 202 only once the bus confirmed the write: from here on the feedback
+    // cannot be lost. Any bus error means it may not be stored, so the
+    // client is told to send it again (the same id is one feedback).
+    match state
+        .bus
+        .publish(&state.config.bus.feedback_topic(), &message, timeout)
+        .await
+    {
+        Ok(()) => Ok(HttpResponse::Accepted().json(json!({
+            "feedback_id": feedback.feedback_id,
+            "status": "accepted",
+        }))),
+        Err(error) => {
+            tracing::warn!(%error, "feedback not accepted: bus did not confirm the write");
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
+async fn get_feedback(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let business_id = business_of(&state, &request)?;
+    let record = rows::feedback(state.store.pool(), &path)
+        .await?
+        .filter(|r| r.feedback.business_id == business_id)
+        .ok_or(ApiError::NotFound)?;
+    let settlement = rows::settlement(
+        state.store.pool(),
+        &super::settlement_id(&record.feedback.feedback_id).to_string(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "feedback_id": record.feedback.feedback_id,
+        "state": record.state.as_str(),
+        "reason": record.reason,
+        "purchase_ref": record.purchase_ref,
+        "settlement": settlement.map(|s| json!({
+            "settlement_id": s.id.to_string(),
+            "state": s.state.as_str(),
+            "amount_minor": s.amount_minor,
+            "currency": s.currency,
+            "rail": s.rail().as_str(),
+        })),
+    })))
+}
+
+async fn list_review(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    staff_of(&state, &request)?;
+    let mut items = Vec::new();
+    for held in [FeedbackState::Ambiguous, FeedbackState::NoMatchingPurchase] {
+        for record in rows::feedback_in_state(state.store.pool(), held, MAX_REVIEW_ITEMS).await? {
+            let f = &record.feedback;
+            items.push(json!({
+                "feedback_id": f.feedback_id,
+                "business_id": f.business_id,
+                "location_id": f.location_id,
+                "state": record.state.as_str(),
+                "reason": record.reason,
+                "quality_score": f.quality_score,
+                "purchase": f.purchase,
+                "received_at": crate::store::format_time(record.received_at),
+            }));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "held": items })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    /// kvitto's transaction id of the purchase.
+    transaction_id: Option<String>,
+    /// Or a paper receipt the reviewer saw.
+    receipt: Option<Receipt>,
+    note: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Receipt {
+    number: String,
+    amount_minor: i64,
+    currency: String,
+    occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    note: String,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::Invalid(InvalidFeedback {
+            field,
+            reason: error.into_inner().to_string(),
+        })
+    })
+}
+
+fn check_note(note: &str) -> Result<(), ApiError> {
+    if note.trim().is_empty() || note.chars().count() > MAX_NOTE_CHARS {
+        return Err(invalid("note", "must be 1 to 500 characters saying why"));
+    }
+    Ok(())
+}
+
+async fn approve(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let reviewer = staff_of(&state, &request)?;
+    let approval: ApproveBody = parse_json(&body)?;
+    check_note(&approval.note)?;
+    let pool = state.store.pool();
+    let record = rows::feedback(pool, &path)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !record.state.is_held() {
+        return Err(ApiError::Conflict(format!(
+            "feedback is {}, not held for review",
+            record.state.as_str()
+        )));
+    }
+    let purchase = match (approval.transaction_id, approval.receipt) {
+        (Some(id), None) => approved_transaction(&state, &record.feedback.business_id, &id).await?,
+        (None, Some(receipt)) => approved_receipt(&record.feedback.business_id, receipt)?,
+        _ => {
+            return Err(invalid(
+                "body",
+                "give exactly one of transaction_id and receipt",
+            ));
+        }
+    };
+    let review = Review {
+        reviewer,
+        note: approval.note,
+    };
+    let rules = state.config.settlement.rules(&record.feedback.business_id);
+    let outcome = rows::settle(pool, &record, &purchase, rules, Some(&review)).await?;
+    let now_in = report_settled(&outcome);
+    if outcome == rows::SettleOutcome::AlreadyDecided {
+        return Err(ApiError::Conflict("feedback was decided meanwhile".into()));
+    }
+    if outcome == rows::SettleOutcome::PurchaseTaken {
+        return Err(ApiError::Conflict(
+            "that purchase already backs a reward".into(),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "feedback_id": record.feedback.feedback_id,
+        "state": now_in.as_str(),
+        "reviewed_by": review.reviewer,
+    })))
+}
+
+async fn approved_transaction(
+    state: &ApiState,
+    business_id: &str,
+    transaction_id: &str,
+) -> Result<MatchedPurchase, ApiError> {
+    let transaction = state
+        .store
+        .transaction(transaction_id)
+        .await?
+        .filter(|t| t.business_id == business_id)
+        .ok_or_else(|| {
+            invalid(
+                "transaction_id",
+                "no transaction of this business has that id",
+            )
+        })?;
+    let usable = transaction.verdict == crate::canonical::Verdict::Verified
+        && transaction.state == crate::canonical::PaymentState::Completed;
+    if !usable {
+        return Err(invalid(
+            "transaction_id",
+            "the transaction is not verified and completed",
+        ));
+    }
+    Ok(MatchedPurchase {
+        purchase_ref: transaction.id.to_string(),
+        amount_minor: transaction.amount_minor,
+        currency: transaction.currency,
+        occurred_at: transaction.occurred_at,
+    })
+}
+
+fn approved_receipt(business_id: &str, receipt: Receipt) -> Result<MatchedPurchase, ApiError> {
+    let number_ok = !receipt.number.is_empty()
+        && receipt.number.len() <= 64
+        && receipt
+            .number
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !number_ok {
+        return Err(invalid(
+            "receipt.number",
+            "must be 1 to 64 of A-Z, a-z, 0-9 and -",
+        ));
+    }
+    if receipt.amount_minor <= 0 {
+        return Err(invalid("receipt.amount_minor", "must be positive"));
+    }
+    if receipt.currency.len() != 3 || !receipt.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(
+            "receipt.currency",
+            "must be an upper-case ISO 4217 code",
+        ));
+    }
+    Ok(MatchedPurchase {
+        purchase_ref: format!("receipt:{business_id}:{}", receipt.number),
+        amount_minor: receipt.amount_minor,
+        currency: receipt.currency,
+        occurred_at: receipt.occurred_at,
+    })
+}
+
+async fn reject(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let reviewer = staff_of(&state, &request)?;
+    let rejection: RejectBody = parse_json(&body)?;
+    check_note(&rejection.note)?;
+    let pool = state.store.pool();
+    let record = rows::feedback(pool, &path)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !record.state.is_held() {
+        return Err(ApiError::Conflict(format!(
+            "feedback is {}, not held for review",
+            record.state.as_str()
+        )));
+    }
+    let review = Review {
+        reviewer,
+        note: rejection.note,
+    };
+    let moved = rows::set_feedback_state(
+        pool,
+        &record.feedback.feedback_id,
+        record.state,
+        FeedbackState::Rejected,
+        Some("rejected_by_review"),
+        Some(&review),
+    )
+    .await?;
+    if !moved {
+        return Err(ApiError::Conflict("feedback was decided meanwhile".into()));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "feedback_id": record.feedback.feedback_id,
+        "state": "rejected",
+        "reviewed_by": review.reviewer,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnboardBody {
+    company_name: String,
+    registration_number: String,
+    email: String,
+}
+
+async fn onboard(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let business_id = business_of(&state, &request)?;
+    let onboarding: OnboardBody = parse_json(&body)?;
+    if onboarding.company_name.trim().is_empty() || onboarding.company_name.len() > 200 {
+        return Err(invalid("company_name", "must be 1 to 200 characters"));
+    }
+    let digits: String = onboarding
+        .registration_number
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(
+            "registration_number",
+            "must be a Swedish organisation number (NNNNNN-NNNN)",
+        ));
+    }
+    if !onboarding.email.contains('@') || onboarding.email.len() > 254 {
+        return Err(invalid("email", "must be an email address"));
+    }
+    let pool = state.store.pool();
+    let account_id = match rows::stripe_account_of(pool, &business_id).await? {
+        Some((account_id, _)) => account_id,
+        None => {
+            let request = OnboardingRequest {
+                business_id: business_id.clone(),
+                company_name: onboarding.company_name,
+                registration_number: digits,
+                email: onboarding.email,
+            };
+            let account_id = state.rails.create_connected_account(&request).await?;
+            rows::upsert_stripe_account(pool, &account_id, Some(&business_id), [false; 3]).await?;
+            account_id
+        }
+    };
+    let url = state.rails.onboarding_link(&account_id).await?;
+    Ok(HttpResponse::Created().json(json!({
+        "business_id": business_id,
+        "account_id": account_id,
+        "onboarding_url": url,
+    })))
+}
+
+async fn onboarding_link(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let business_id = business_of(&state, &request)?;
+    let (account_id, payouts_enabled) = rows::stripe_account_of(state.store.pool(), &business_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let url = state.rails.onboarding_link(&account_id).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "account_id": account_id,
+        "payouts_enabled": payouts_enabled,
+        "onboarding_url": url,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SwishPayoutCallback {
+    payout_instruction_uuid: String,
+}
+
+async fn swish_payout_callback(
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let Some(swish) = &state.config.settlement.swish else {
+        return Err(ApiError::NotFound);
+    };
+    if !keys_equal(&path, &swish.callback_token) {
+        return Err(ApiError::NotFound);
+    }
+    let callback: SwishPayoutCallback = parse_json(&body)?;
+    // A hint only: the status is asked of Swish on the next tick.
+    rows::recheck_now(state.store.pool(), &callback.payout_instruction_uuid).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Builds the shared state for [`routes`].
+pub fn state(config: Config, store: Store, bus: Bus, rails: Rails) -> Arc<ApiState> {
+    Arc::new(ApiState {
+        config,
+        store,
+        bus,
+        rails,
+    })
+}
