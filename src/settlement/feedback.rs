@@ -239,7 +239,7 @@ mod tests {
         let text = body(r#"{"provider_transaction_id":"p"}"#, r#"{"rail":"paypal"}"#);
         assert_eq!(
             Feedback::parse(text.as_bytes()).unwrap_err().field,
-            "payout"
+            "payout.rail"
         );
     }
 
