@@ -203,7 +203,7 @@ pub enum Change {
 }
 
 const SETTLEMENT_COLUMNS: &str = "id, feedback_id, purchase_ref, business_id, customer_ref, \
-    destination, purchase_amount_minor, amount_minor, fee_minor, currency, quality_score, state, \
+    rail, destination, purchase_amount_minor, amount_minor, fee_minor, currency, quality_score, state, \
     provider_ref, failure_reason, clawed_back, attempts, next_attempt_at, version, budget_period, \
     customer_day, customer_month, purchased_at, created_at, submitted_at, finished_at, updated_at";
 
@@ -588,13 +588,14 @@ async fn insert_settlement(
     let result = sqlx::query(&format!(
         "INSERT INTO settlements ({SETTLEMENT_COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20, $21, $22, $23, $24, $25, $26) ON CONFLICT DO NOTHING"
+         $20, $21, $22, $23, $24, $25, $26, $27) ON CONFLICT DO NOTHING"
     ))
     .bind(s.id.to_string())
     .bind(&s.feedback_id)
     .bind(&s.purchase_ref)
     .bind(&s.business_id)
     .bind(&s.customer_ref)
+    .bind(s.rail().as_str())
     .bind(to_json(&s.destination)?)
     .bind(s.purchase_amount_minor)
     .bind(s.amount_minor)

@@ -18,3 +18,4 @@ mod outage;
 mod pipeline;
 mod prometheus;
 mod rules;
+mod settlement;
