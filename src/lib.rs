@@ -34,5 +34,6 @@ pub mod money;
 pub mod pipeline;
 pub mod providers;
 pub mod sandbox;
+pub mod settlement;
 pub mod store;
 pub mod telemetry;

@@ -36,8 +36,12 @@ pub struct PayoutOrder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PayoutStatus {
     /// Accepted; the outcome comes later (webhook, callback or lookup).
-    InFlight { provider_ref: String },
-    Paid { provider_ref: String },
+    InFlight {
+        provider_ref: String,
+    },
+    Paid {
+        provider_ref: String,
+    },
     /// Accepted, then failed (Stripe `payout.failed`, Swish `ERROR`): no
     /// money reached the customer.
     Failed {
