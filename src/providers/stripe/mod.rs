@@ -5,6 +5,7 @@
 //! `evt_` id and ordered by their `created` time.
 
 pub mod api;
+pub mod connect_sandbox;
 pub mod decode;
 pub mod sandbox;
 pub mod signature;
