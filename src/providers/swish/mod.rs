@@ -6,5 +6,6 @@
 
 pub mod api;
 pub mod decode;
+pub mod payouts_sandbox;
 pub mod sandbox;
 pub mod signature;
