@@ -28,6 +28,7 @@ pub const SWISH_SIGNING_PUBLIC_KEY_FILE: &str = "config/sandbox/swish-payout-sig
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PayoutOp {
     StripeTransfer,
+    StripeTransferReversal,
     StripePayout,
     StripePayoutGet,
     StripeAccount,

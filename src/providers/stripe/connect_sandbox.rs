@@ -8,7 +8,9 @@
 //!
 //! Outcomes are decided by ids, so tests choose them: a destination whose id
 //! contains `missing` does not exist (400 `resource_missing`), a transfer
-//! above [`PLATFORM_BALANCE_MINOR`] is `balance_insufficient`, and a payout
+//! above [`PLATFORM_BALANCE_MINOR`] is `balance_insufficient`, a payout on
+//! an account whose id contains `nopayouts` is refused with
+//! `payouts_not_allowed` (its transfer can then be reversed), and a payout
 //! on an account whose id contains `fail` ends `failed` with
 //! `account_closed`; every other payout ends `paid`. A payout is answered
 //! `pending` and is final at once for a later lookup. Unless notifications
@@ -43,6 +45,10 @@ type Params = Vec<(String, String)>;
 pub fn routes(scope: &mut web::ServiceConfig) {
     scope
         .route("/v1/transfers", web::post().to(create_transfer))
+        .route(
+            "/v1/transfers/{id}/reversals",
+            web::post().to(create_transfer_reversal),
+        )
         .route("/v1/payouts", web::post().to(create_payout))
         .route("/v1/payouts/{id}", web::get().to(get_payout))
         .route("/v1/accounts", web::post().to(create_account))
@@ -221,6 +227,48 @@ fn perform_transfer(
     Answer::ok(transfer)
 }
 
+async fn create_transfer_reversal(
+    state: web::Data<SandboxState>,
+    request: HttpRequest,
+    params: Form<Params>,
+) -> HttpResponse {
+    let op = PayoutOp::StripeTransferReversal;
+    write(&state, &request, op, params.into_inner(), perform_reversal).await
+}
+
+/// Reverses the whole transfer named in the path.
+fn perform_reversal(
+    state: &SandboxState,
+    request: &HttpRequest,
+    params: &Params,
+    _idempotency_key: Option<&str>,
+) -> Answer {
+    let transfer_id = request.match_info().get("id").unwrap_or_default();
+    let Some(mut transfer) = state.payouts.object(transfer_id) else {
+        let message = format!("No such transfer: '{transfer_id}'");
+        return Answer {
+            status: StatusCode::NOT_FOUND,
+            body: error_body("invalid_request_error", "resource_missing", &message),
+        };
+    };
+    transfer["reversed"] = json!(true);
+    transfer["amount_reversed"] = transfer["amount"].clone();
+    state.payouts.put_object(transfer_id, transfer.clone());
+    let reversal = json!({
+        "id": stripe_id("trr_", &mut rand::thread_rng()),
+        "object": "transfer_reversal",
+        "amount": transfer["amount"],
+        "currency": transfer["currency"],
+        "metadata": metadata(params),
+        "transfer": transfer_id,
+    });
+    let counted = param(params, "metadata[settlement_id]").unwrap_or(transfer_id);
+    state
+        .payouts
+        .count_made(PayoutOp::StripeTransferReversal, counted);
+    Answer::ok(reversal)
+}
+
 /// `metadata[...]` parameters as Stripe's `metadata` object.
 fn metadata(params: &Params) -> Value {
     let entries = params.iter().filter_map(|(key, value)| {
@@ -253,6 +301,10 @@ fn perform_payout(
         Ok(amount) => amount,
         Err(answer) => return answer,
     };
+    if account.contains("nopayouts") {
+        let message = "Payouts have been disabled on this account.";
+        return Answer::invalid("payouts_not_allowed", message);
+    }
     let pending = json!({
         "id": stripe_id("po_", &mut rand::thread_rng()),
         "object": "payout",

@@ -13,7 +13,10 @@
 //! Stripe stores the first answer to a key and replays it for a retry with
 //! the same parameters (Stripe docs, "Idempotent requests"), so a retry after
 //! a timeout or a lost answer finds the first transfer and payout instead of
-//! making new ones. Errors never carry the secret key.
+//! making new ones. A payout refused after its transfer went through has the
+//! transfer reversed (under its own key) before the refusal is reported, so
+//! a refused settlement leaves no money on the customer's account. Errors
+//! never carry the secret key.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,7 @@ const MAX_STATEMENT_DESCRIPTOR_CHARS: usize = 22;
 /// The `endpoint` metric labels.
 const TRANSFERS_CREATE_ENDPOINT: &str = "transfers.create";
 const PAYOUTS_CREATE_ENDPOINT: &str = "payouts.create";
+const TRANSFER_REVERSALS_CREATE_ENDPOINT: &str = "transfer_reversals.create";
 const PAYOUTS_GET_ENDPOINT: &str = "payouts.get";
 const ACCOUNTS_CREATE_ENDPOINT: &str = "accounts.create";
 const ACCOUNT_LINKS_CREATE_ENDPOINT: &str = "account_links.create";
@@ -159,14 +163,16 @@ impl StripeRail {
     /// Transfers the reward to the connected account, then pays it out.
     pub async fn submit(&self, order: &PayoutOrder) -> Result<PayoutStatus, RailError> {
         let account = destination_account(order)?;
-        self.transfer(order, account).await?;
-        let payout: Payout = self
-            .send(
-                PAYOUTS_CREATE_ENDPOINT,
-                self.payout_request(order, account)?,
-            )
-            .await?;
-        payout_status(&payout).map_err(RailError::Transient)
+        let transfer_id = self.transfer(order, account).await?;
+        let request = self.payout_request(order, account)?;
+        match self.send::<Payout>(PAYOUTS_CREATE_ENDPOINT, request).await {
+            Ok(payout) => payout_status(&payout).map_err(RailError::Transient),
+            Err(RailError::Refused(reason)) => {
+                self.reverse(order, &transfer_id).await?;
+                Err(RailError::Refused(format!("{reason}; transfer reversed")))
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// The payout's state on the connected account when its id is known,
@@ -221,7 +227,9 @@ impl StripeRail {
         Ok(link.url)
     }
 
-    async fn transfer(&self, order: &PayoutOrder, account: &str) -> Result<(), RailError> {
+    /// Transfers the reward to the connected account; returns the
+    /// transfer's id (the first one's, on a retry).
+    async fn transfer(&self, order: &PayoutOrder, account: &str) -> Result<String, RailError> {
         let settlement_id = order.settlement_id.to_string();
         let form: Form = vec![
             ("amount", order.amount_minor.to_string()),
@@ -233,8 +241,29 @@ impl StripeRail {
         let builder = self
             .post(&["v1", "transfers"], &form)?
             .header(IDEMPOTENCY_KEY_HEADER, idempotency_key(order, "transfer"));
-        let _transfer: Created = self.send(TRANSFERS_CREATE_ENDPOINT, builder).await?;
-        Ok(())
+        let transfer: Created = self.send(TRANSFERS_CREATE_ENDPOINT, builder).await?;
+        Ok(transfer.id)
+    }
+
+    /// Takes a transfer back when its payout was refused, so a refusal
+    /// leaves no money on the connected account ("Create a transfer
+    /// reversal"). Its own key makes a retry reverse once.
+    async fn reverse(&self, order: &PayoutOrder, transfer_id: &str) -> Result<(), RailError> {
+        let form: Form = vec![("metadata[settlement_id]", order.settlement_id.to_string())];
+        let builder = self
+            .post(&["v1", "transfers", transfer_id, "reversals"], &form)?
+            .header(IDEMPOTENCY_KEY_HEADER, idempotency_key(order, "reversal"));
+        let reversal: Result<Created, RailError> =
+            self.send(TRANSFER_REVERSALS_CREATE_ENDPOINT, builder).await;
+        match reversal {
+            Ok(_) => Ok(()),
+            // Not final: the money is on the connected account until the
+            // reversal goes through, so the payout must stay open.
+            Err(RailError::Refused(reason)) => Err(RailError::Config(format!(
+                "payout refused but its transfer could not be reversed: {reason}"
+            ))),
+            Err(other) => Err(other),
+        }
     }
 
     fn payout_request(
@@ -333,6 +362,9 @@ impl StripeRail {
                 RailError::Transient(text)
             }
             status if status.is_server_error() => RailError::Transient(text),
+            // A payout kvitto itself was answered with is missing: the key
+            // or the account changed under it. Not final.
+            StatusCode::NOT_FOUND if endpoint == PAYOUTS_GET_ENDPOINT => RailError::Config(text),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RailError::Config(text),
             // The same key with other parameters: the settlement changed
             // after a call that may have paid. Never final on its own.

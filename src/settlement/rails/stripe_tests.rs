@@ -169,6 +169,40 @@ async fn stripe_unknown_destination_and_missing_funds_are_refused() {
 }
 
 #[actix_rt::test]
+async fn stripe_refused_payout_reverses_its_transfer_once() {
+    let (state, rail) = serve();
+    let order = order("acct_1Pnopayouts");
+    for _ in 0..2 {
+        let error = rail.submit(&order).await.unwrap_err();
+        assert!(
+            matches!(&error, RailError::Refused(r) if r.contains("payouts_not_allowed")),
+            "{error:?}"
+        );
+    }
+    assert_eq!(made(&state, PayoutOp::StripeTransfer, &order), 1);
+    assert_eq!(made(&state, PayoutOp::StripeTransferReversal, &order), 1);
+    assert_eq!(made(&state, PayoutOp::StripePayout, &order), 0);
+}
+
+#[actix_rt::test]
+async fn stripe_refused_payout_whose_reversal_fails_stays_open() {
+    let (state, rail) = serve();
+    let order = order("acct_1Pnopayouts");
+    let op = PayoutOp::StripeTransferReversal;
+    state
+        .payouts
+        .inject(op, PayoutFault::ServerError, FaultSpan::Once);
+    let error = rail.submit(&order).await.unwrap_err();
+    assert!(matches!(error, RailError::Transient(_)), "{error:?}");
+    assert_eq!(made(&state, op, &order), 0);
+    assert!(matches!(
+        rail.submit(&order).await,
+        Err(RailError::Refused(_))
+    ));
+    assert_eq!(made(&state, op, &order), 1);
+}
+
+#[actix_rt::test]
 async fn stripe_wrong_secret_key_is_a_configuration_error_without_the_key() {
     let (_state, rail) = serve();
     let rail = StripeRail {
@@ -313,19 +347,16 @@ fn stripe_statement_descriptor_keeps_what_stripe_accepts() {
 
 #[test]
 fn stripe_errors_sort_into_transient_configuration_and_refused() {
-    let (_state, rail) = (
-        (),
-        StripeRail::try_new(
-            &StripeRailConfig {
-                api_base_url: "http://127.0.0.1:1".into(),
-                secret_key: "sk_test_secret".into(),
-                onboarding_refresh_url: String::new(),
-                onboarding_return_url: String::new(),
-            },
-            TIMEOUT,
-        )
-        .unwrap(),
-    );
+    let rail = StripeRail::try_new(
+        &StripeRailConfig {
+            api_base_url: "http://127.0.0.1:1".into(),
+            secret_key: "sk_test_secret".into(),
+            onboarding_refresh_url: String::new(),
+            onboarding_return_url: String::new(),
+        },
+        TIMEOUT,
+    )
+    .unwrap();
     let error = |kind: &str, code: &str| StripeError {
         kind: Some(kind.into()),
         code: Some(code.into()),
@@ -381,4 +412,9 @@ fn stripe_errors_sort_into_transient_configuration_and_refused() {
             "{classified}"
         );
     }
+    // A payout kvitto was answered with cannot vanish; a missing one is
+    // no refusal of anything.
+    let missing = error("invalid_request_error", "resource_missing");
+    let lookup = rail.classify(PAYOUTS_GET_ENDPOINT, StatusCode::NOT_FOUND, missing);
+    assert!(matches!(lookup, RailError::Config(_)), "{lookup:?}");
 }
