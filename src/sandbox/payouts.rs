@@ -77,6 +77,14 @@ pub(crate) struct StoredAnswer {
     pub body: Value,
 }
 
+/// Where an idempotency key stands when a request presents it.
+#[derive(Debug, Clone)]
+pub(crate) enum KeyClaim {
+    Fresh,
+    InProgress,
+    Answered(StoredAnswer),
+}
+
 /// A notification the sandbox sent (or tried to): where and what.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SentNotification {
@@ -88,7 +96,8 @@ pub struct SentNotification {
 #[derive(Default)]
 struct Inner {
     faults: HashMap<PayoutOp, (PayoutFault, FaultSpan)>,
-    answers: HashMap<String, StoredAnswer>,
+    /// `None` while the first request under the key is being answered.
+    answers: HashMap<String, Option<StoredAnswer>>,
     /// Objects by id (`po_...`, `tr_...`, `acct_...`, Swish instruction UUID).
     objects: HashMap<String, Value>,
     made: HashMap<(PayoutOp, String), u32>,
@@ -178,12 +187,23 @@ impl PayoutSandbox {
         *self.inner().made.entry((op, key.to_string())).or_default() += 1;
     }
 
-    pub(crate) fn stored_answer(&self, key: &str) -> Option<StoredAnswer> {
-        self.inner().answers.get(key).cloned()
+    /// Claims an idempotency key for a request, atomically: the first
+    /// request gets `Fresh` and must [`Self::store_answer`]; later ones get
+    /// the stored answer, or `InProgress` while the first is still running.
+    pub(crate) fn claim_key(&self, key: &str) -> KeyClaim {
+        let mut inner = self.inner();
+        match inner.answers.get(key) {
+            Some(Some(stored)) => KeyClaim::Answered(stored.clone()),
+            Some(None) => KeyClaim::InProgress,
+            None => {
+                inner.answers.insert(key.to_string(), None);
+                KeyClaim::Fresh
+            }
+        }
     }
 
     pub(crate) fn store_answer(&self, key: &str, answer: StoredAnswer) {
-        self.inner().answers.insert(key.to_string(), answer);
+        self.inner().answers.insert(key.to_string(), Some(answer));
     }
 
     pub(crate) fn record_notification(&self, notification: SentNotification) {

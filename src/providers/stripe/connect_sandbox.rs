@@ -4,7 +4,8 @@
 //! Like Stripe ("Idempotent requests"), the first answer under an
 //! `Idempotency-Key` (scoped to the `Stripe-Account` it was sent for) is
 //! stored and replayed for a retry with the same endpoint and parameters;
-//! other parameters under the same key answer 400 `idempotency_error`.
+//! other parameters under the same key answer 400 `idempotency_error`, and
+//! a request while the first one under its key still runs answers 409.
 //!
 //! Outcomes are decided by ids, so tests choose them: a destination whose id
 //! contains `missing` does not exist (400 `resource_missing`), a transfer
@@ -30,7 +31,7 @@ use super::signature::{SIGNATURE_HEADER, sign};
 use crate::providers::ProviderKind;
 use crate::sandbox::SandboxState;
 use crate::sandbox::payouts::{
-    Gate, Notifications, PayoutOp, SentNotification, StoredAnswer, send_in_background,
+    Gate, KeyClaim, Notifications, PayoutOp, SentNotification, StoredAnswer, send_in_background,
 };
 
 /// What the platform can transfer, in minor units; more is refused.
@@ -72,7 +73,7 @@ impl Answer {
     fn invalid(code: &str, message: &str) -> Answer {
         Answer {
             status: StatusCode::BAD_REQUEST,
-            body: error_body("invalid_request_error", code, message),
+            body: error_body("invalid_request_error", Some(code), message),
         }
     }
 
@@ -81,8 +82,12 @@ impl Answer {
     }
 }
 
-fn error_body(kind: &str, code: &str, message: &str) -> Value {
-    json!({ "error": { "type": kind, "code": code, "message": message } })
+fn error_body(kind: &str, code: Option<&str>, message: &str) -> Value {
+    let mut error = json!({ "type": kind, "message": message });
+    if let Some(code) = code {
+        error["code"] = json!(code);
+    }
+    json!({ "error": error })
 }
 
 fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
@@ -99,7 +104,7 @@ fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
 fn unauthorised() -> HttpResponse {
     HttpResponse::Unauthorized().json(error_body(
         "invalid_request_error",
-        "api_key_invalid",
+        Some("api_key_invalid"),
         "Invalid API Key provided: sk_****",
     ))
 }
@@ -128,9 +133,12 @@ async fn write(
         format!("{account}|{key}")
     });
     let fingerprint = fingerprint(request.path(), &params);
-    if let Some(stored) = key.as_deref().and_then(|k| state.payouts.stored_answer(k)) {
-        let answer = replay(stored, &fingerprint);
-        return gate.answer(answer.response());
+    match key.as_deref().map(|k| state.payouts.claim_key(k)) {
+        Some(KeyClaim::Answered(stored)) => {
+            return gate.answer(replay(stored, &fingerprint).response());
+        }
+        Some(KeyClaim::InProgress) => return in_progress().response(),
+        Some(KeyClaim::Fresh) | None => {}
     }
     let idempotency_key = header(request, IDEMPOTENCY_KEY_HEADER);
     let answer = perform(state, request, &params, idempotency_key);
@@ -143,6 +151,18 @@ async fn write(
         state.payouts.store_answer(key, stored);
     }
     gate.answer(answer.response())
+}
+
+/// A second request under a key whose first one is still running.
+fn in_progress() -> Answer {
+    Answer {
+        status: StatusCode::CONFLICT,
+        body: error_body(
+            "idempotency_error",
+            Some("idempotency_key_in_use"),
+            "There is currently another in-progress request using this Idempotent Key.",
+        ),
+    }
 }
 
 /// The endpoint and its parameters in a stable order.
@@ -158,7 +178,7 @@ fn replay(stored: StoredAnswer, fingerprint: &str) -> Answer {
             status: StatusCode::BAD_REQUEST,
             body: error_body(
                 "idempotency_error",
-                "idempotency_key_in_use",
+                None,
                 "Keys for idempotent requests can only be used with the same parameters \
                  they were first used with.",
             ),
@@ -248,7 +268,7 @@ fn perform_reversal(
         let message = format!("No such transfer: '{transfer_id}'");
         return Answer {
             status: StatusCode::NOT_FOUND,
-            body: error_body("invalid_request_error", "resource_missing", &message),
+            body: error_body("invalid_request_error", Some("resource_missing"), &message),
         };
     };
     transfer["reversed"] = json!(true);
@@ -370,7 +390,7 @@ async fn get_payout(
             status: StatusCode::NOT_FOUND,
             body: error_body(
                 "invalid_request_error",
-                "resource_missing",
+                Some("resource_missing"),
                 &format!("No such payout: '{id}'"),
             ),
         }
@@ -507,4 +527,42 @@ fn notify(
         body,
     };
     send_in_background(&state.payouts, notification);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::testing;
+
+    #[actix_rt::test]
+    async fn sandbox_replays_a_key_for_the_same_parameters_and_refuses_others() {
+        let (state, address) =
+            testing::serve(super::super::sandbox::routes, |_| testing::demo_config());
+        let token = testing::integration_of(&state.config, ProviderKind::Stripe)
+            .api_token
+            .unwrap();
+        let transfer = |amount: &'static str| {
+            reqwest::Client::new()
+                .post(format!("http://{address}/stripe/v1/transfers"))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", "kvitto-s1-transfer")
+                .form(&[
+                    ("amount", amount),
+                    ("currency", "sek"),
+                    ("destination", "acct_1"),
+                    ("transfer_group", "s1"),
+                ])
+                .send()
+        };
+        let first: Value = transfer("100").await.unwrap().json().await.unwrap();
+        let again: Value = transfer("100").await.unwrap().json().await.unwrap();
+        assert_eq!(first, again);
+        assert_eq!(state.payouts.made(PayoutOp::StripeTransfer, "s1"), 1);
+
+        let other = transfer("200").await.unwrap();
+        assert_eq!(other.status().as_u16(), 400);
+        let body: Value = other.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "idempotency_error");
+        assert_eq!(state.payouts.made(PayoutOp::StripeTransfer, "s1"), 1);
+    }
 }
