@@ -163,6 +163,12 @@ impl StripeRail {
     /// Transfers the reward to the connected account, then pays it out.
     pub async fn submit(&self, order: &PayoutOrder) -> Result<PayoutStatus, RailError> {
         let account = destination_account(order)?;
+        if order.amount_minor <= 0 {
+            return Err(RailError::Refused(format!(
+                "stripe payout amount must be positive, got {}",
+                order.amount_minor
+            )));
+        }
         let transfer_id = self.transfer(order, account).await?;
         let request = self.payout_request(order, account)?;
         match self.send::<Payout>(PAYOUTS_CREATE_ENDPOINT, request).await {

@@ -52,8 +52,8 @@ const SSN_DIGITS: usize = 12;
 const ALIAS_MIN_DIGITS: usize = 8;
 const ALIAS_MAX_DIGITS: usize = 15;
 
-const PAYOUTS_CREATE_ENDPOINT: &str = "swish.payouts.create";
-const PAYOUTS_GET_ENDPOINT: &str = "swish.payouts.get";
+const PAYOUTS_CREATE_ENDPOINT: &str = "payouts.create";
+const PAYOUTS_GET_ENDPOINT: &str = "payouts.get";
 
 #[derive(Clone)]
 pub struct SwishRail {
@@ -212,6 +212,12 @@ fn read_identity(config: &SwishRailConfig) -> Result<Option<reqwest::Identity>, 
 
 impl SwishRail {
     pub fn try_new(config: &SwishRailConfig, timeout: Duration) -> Result<Self, RailError> {
+        // Swish refuses a callback URL that is not HTTPS (error RP03).
+        if !config.callback_url.starts_with("https://") {
+            return Err(RailError::Config(
+                "settlement.swish.callback_url must be an https:// URL".into(),
+            ));
+        }
         let signing_key = read_signing_key(config)?;
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)

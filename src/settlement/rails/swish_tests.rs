@@ -369,7 +369,7 @@ async fn swish_sandbox_calls_back_unless_withheld() {
 }
 
 #[test]
-fn swish_rail_refuses_an_unreadable_signing_key_naming_the_key() {
+fn swish_rail_refuses_unusable_keys_and_plain_http_callbacks_naming_the_key() {
     let mut config = config("http://127.0.0.1:1/swish".into());
     config.signing_key_file = "config/sandbox/README.md".into();
     let error = SwishRail::try_new(&config, TIMEOUT).err().unwrap();
@@ -383,6 +383,13 @@ fn swish_rail_refuses_an_unreadable_signing_key_naming_the_key() {
         SwishRail::try_new(&config, TIMEOUT),
         Err(RailError::Config(_))
     ));
+    config.client_cert_file = None;
+    config.callback_url = "http://kvitto.example.se/callbacks/swish/payouts/x".into();
+    let error = SwishRail::try_new(&config, TIMEOUT).err().unwrap();
+    assert!(
+        matches!(&error, RailError::Config(m) if m.contains("callback_url")),
+        "{error:?}"
+    );
 }
 
 #[test]
