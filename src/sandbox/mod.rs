@@ -13,10 +13,15 @@
 //! faults apply to them too (except Zettle's token fetch, which lookups
 //! share).
 //!
+//! The payout APIs (Stripe Connect transfers, payouts and onboarding, Swish
+//! payouts) are played too, with their own faults per operation and counts
+//! of what was really made: see [`payouts`].
+//!
 //! Each provider's own part lives in `providers/<name>/sandbox.rs`; this
 //! module holds what they share.
 
 pub mod generate;
+pub mod payouts;
 pub mod send;
 pub mod server;
 pub mod simulate;
@@ -109,6 +114,8 @@ pub struct SandboxState {
     lookups: Mutex<HashMap<(ProviderKind, String), u32>>,
     probes: Mutex<HashMap<ProviderKind, u32>>,
     faults: RwLock<HashMap<ProviderKind, Fault>>,
+    /// The payout APIs' objects, stored answers, faults and counts.
+    pub payouts: payouts::PayoutSandbox,
 }
 
 impl SandboxState {
@@ -119,6 +126,7 @@ impl SandboxState {
             lookups: Mutex::new(HashMap::new()),
             probes: Mutex::new(HashMap::new()),
             faults: RwLock::new(HashMap::new()),
+            payouts: payouts::PayoutSandbox::default(),
         }
     }
 

@@ -9,6 +9,12 @@
 //! [`Charge`] and [`PaymentIntent`] shapes are what the API answers, so
 //! `api.rs` reuses them.
 //!
+//! Events about kvitto's own Connect payouts (`payout.paid`,
+//! `payout.failed`, `payout.canceled`, `payout.updated`), transfers
+//! (`transfer.created`) and connected accounts (`account.updated`) become
+//! [`SettlementSignal`]s; `account` names the connected account a Connect
+//! event happened on ("Connect webhooks").
+//!
 //! Guarantee: every input gives a value or a [`DecodeError`]; amounts are
 //! Stripe's integer minor units, kept as they are (for zero-decimal
 //! currencies such as JPY they already are whole units); `source_version` is
@@ -26,6 +32,8 @@ use crate::money;
 use crate::providers::{
     Claim, DecodeError, DecodedEvent, EnvelopeInfo, EventAction, RawDelivery, WebhookRequest,
 };
+use crate::settlement::rails::stripe::{Payout, payout_status};
+use crate::settlement::{Rail, SettlementSignal};
 
 /// Charge events. `charge.pending` and `charge.failed` carry the same
 /// object and let a purchase that never succeeded be recorded as such.
@@ -38,6 +46,15 @@ const CHARGE_EVENTS: [&str; 6] = [
     "charge.failed",
 ];
 const PAYMENT_INTENT_EVENTS: [&str; 1] = ["payment_intent.succeeded"];
+/// Payout events; `payout.updated` carries the payout's new status too.
+const PAYOUT_EVENTS: [&str; 4] = [
+    "payout.paid",
+    "payout.failed",
+    "payout.canceled",
+    "payout.updated",
+];
+const TRANSFER_CREATED: &str = "transfer.created";
+const ACCOUNT_UPDATED: &str = "account.updated";
 
 #[derive(Debug, Deserialize)]
 struct Event<'a> {
@@ -47,6 +64,9 @@ struct Event<'a> {
     #[serde(rename = "type")]
     event_type: String,
     created: i64,
+    /// The connected account, on Connect events.
+    #[serde(default)]
+    account: Option<String>,
     #[serde(borrow)]
     data: EventData<'a>,
 }
@@ -122,6 +142,26 @@ pub(crate) struct PaymentIntent {
     pub charges: Option<ChargeList>,
 }
 
+/// A Stripe `Transfer`, as far as settlement reads it.
+#[derive(Debug, Deserialize)]
+struct Transfer {
+    id: String,
+    #[serde(default)]
+    transfer_group: Option<String>,
+}
+
+/// A Stripe `Account`, as far as settlement reads it.
+#[derive(Debug, Deserialize)]
+struct Account {
+    id: String,
+    #[serde(default)]
+    charges_enabled: bool,
+    #[serde(default)]
+    payouts_enabled: bool,
+    #[serde(default)]
+    details_submitted: bool,
+}
+
 /// One Stripe object's facts in kvitto's terms.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Facts {
@@ -156,6 +196,9 @@ pub fn decode(delivery: &RawDelivery<'_>) -> Result<DecodedEvent, DecodeError> {
 }
 
 fn action(event: &Event<'_>) -> Result<EventAction, DecodeError> {
+    if let Some(signal) = settlement_signal(event)? {
+        return Ok(EventAction::Settlement(signal));
+    }
     let object = event.data.object.get();
     let facts = if CHARGE_EVENTS.contains(&event.event_type.as_str()) {
         charge_facts(&parse_object::<Charge>(object, "charge")?)?
@@ -181,6 +224,38 @@ fn action(event: &Event<'_>) -> Result<EventAction, DecodeError> {
         location_ref: None,
         line_items: Vec::new(),
     }))
+}
+
+/// The signal a payout, transfer or account event gives; `None` for
+/// every other event type.
+fn settlement_signal(event: &Event<'_>) -> Result<Option<SettlementSignal>, DecodeError> {
+    let object = event.data.object.get();
+    let event_type = event.event_type.as_str();
+    let signal = if PAYOUT_EVENTS.contains(&event_type) {
+        let payout: Payout = parse_object(object, "payout")?;
+        SettlementSignal::Payout {
+            rail: Rail::Stripe,
+            account: event.account.clone(),
+            status: payout_status(&payout).map_err(DecodeError::new)?,
+        }
+    } else if event_type == TRANSFER_CREATED {
+        let transfer: Transfer = parse_object(object, "transfer")?;
+        SettlementSignal::Transfer {
+            transfer_ref: transfer.id,
+            transfer_group: transfer.transfer_group,
+        }
+    } else if event_type == ACCOUNT_UPDATED {
+        let account: Account = parse_object(object, "account")?;
+        SettlementSignal::Account {
+            account: account.id,
+            charges_enabled: account.charges_enabled,
+            payouts_enabled: account.payouts_enabled,
+            details_submitted: account.details_submitted,
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(signal))
 }
 
 fn parse_event(body: &[u8]) -> Result<Event<'_>, DecodeError> {
@@ -286,6 +361,7 @@ mod tests {
     use super::*;
     use crate::providers::ProviderKind;
     use crate::sandbox::testing;
+    use crate::settlement::rails::PayoutStatus;
 
     #[test]
     fn old_api_payment_intent_is_keyed_by_its_charge_from_charges_data() {
@@ -479,8 +555,8 @@ mod tests {
 
     #[test]
     fn stripe_other_event_types_are_ignored() {
-        let body = r#"{"id":"evt_1","object":"event","type":"payout.paid","created":1772442903,
-            "livemode":false,"data":{"object":{"id":"po_1","object":"payout","amount":5}}}"#;
+        let body = r#"{"id":"evt_1","object":"event","type":"balance.available","created":1772442903,
+            "livemode":false,"data":{"object":{"id":"po_1","object":"balance","amount":5}}}"#;
         assert_eq!(
             delivery(body).unwrap().action,
             EventAction::Ignore {
@@ -488,6 +564,112 @@ mod tests {
             }
         );
         assert_eq!(info(body).partition_key, "po_1");
+    }
+
+    fn connect_event(event_type: &str, account: &str, object: &str) -> String {
+        format!(
+            r#"{{"id":"evt_c","object":"event","type":"{event_type}","created":1772442903,
+            "account":"{account}","livemode":false,"data":{{"object":{object}}}}}"#
+        )
+    }
+
+    const PAYOUT: &str = r#"{"id":"po_1","object":"payout","amount":1250,"currency":"sek",
+        "status":"STATUS","failure_code":null,"failure_message":null}"#;
+
+    #[test]
+    fn stripe_payout_events_become_payout_signals() {
+        let cases = [
+            (
+                "payout.paid",
+                "paid",
+                PayoutStatus::Paid {
+                    provider_ref: "po_1".into(),
+                },
+            ),
+            (
+                "payout.updated",
+                "in_transit",
+                PayoutStatus::InFlight {
+                    provider_ref: "po_1".into(),
+                },
+            ),
+            (
+                "payout.canceled",
+                "canceled",
+                PayoutStatus::Failed {
+                    provider_ref: Some("po_1".into()),
+                    reason: "canceled".into(),
+                },
+            ),
+        ];
+        for (event_type, status, expected) in cases {
+            let body = connect_event(event_type, "acct_1", &PAYOUT.replace("STATUS", status));
+            assert_eq!(
+                delivery(&body).unwrap().action,
+                EventAction::Settlement(SettlementSignal::Payout {
+                    rail: Rail::Stripe,
+                    account: Some("acct_1".into()),
+                    status: expected,
+                }),
+                "{event_type}"
+            );
+        }
+    }
+
+    #[test]
+    fn stripe_failed_payout_event_carries_the_failure_code() {
+        let payout = PAYOUT.replace("STATUS", "failed").replace(
+            "\"failure_code\":null",
+            "\"failure_code\":\"account_closed\"",
+        );
+        let body = connect_event("payout.failed", "acct_1", &payout);
+        let EventAction::Settlement(SettlementSignal::Payout { status, .. }) =
+            delivery(&body).unwrap().action
+        else {
+            panic!("payout signal");
+        };
+        assert_eq!(
+            status,
+            PayoutStatus::Failed {
+                provider_ref: Some("po_1".into()),
+                reason: "account_closed".into()
+            }
+        );
+    }
+
+    #[test]
+    fn stripe_transfer_and_account_events_become_signals() {
+        let transfer = r#"{"id":"tr_1","object":"transfer","amount":1250,"transfer_group":"g-1"}"#;
+        assert_eq!(
+            delivery(&connect_event("transfer.created", "acct_1", transfer))
+                .unwrap()
+                .action,
+            EventAction::Settlement(SettlementSignal::Transfer {
+                transfer_ref: "tr_1".into(),
+                transfer_group: Some("g-1".into()),
+            })
+        );
+        let account = r#"{"id":"acct_1","object":"account","charges_enabled":false,
+            "payouts_enabled":true,"details_submitted":true}"#;
+        assert_eq!(
+            delivery(&connect_event("account.updated", "acct_1", account))
+                .unwrap()
+                .action,
+            EventAction::Settlement(SettlementSignal::Account {
+                account: "acct_1".into(),
+                charges_enabled: false,
+                payouts_enabled: true,
+                details_submitted: true,
+            })
+        );
+    }
+
+    #[test]
+    fn stripe_malformed_payout_events_are_decode_errors() {
+        let unknown = connect_event("payout.paid", "acct_1", &PAYOUT.replace("STATUS", "lost"));
+        assert!(delivery(&unknown).is_err());
+        let no_id = connect_event("payout.paid", "acct_1", r#"{"status":"paid"}"#);
+        assert!(delivery(&no_id).is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn transaction_ref(rng: &mut impl Rng) -> String {
     stripe_id("ch_", rng)
 }
 
-fn stripe_id(prefix: &str, rng: &mut impl Rng) -> String {
+pub(crate) fn stripe_id(prefix: &str, rng: &mut impl Rng) -> String {
     let body: String = (0..ID_BODY_LEN)
         .map(|_| char::from(rng.sample(Alphanumeric)))
         .collect();
@@ -94,7 +94,8 @@ pub fn webhook(
     }
 }
 
-/// Serves `GET /stripe/v1/charges/{id}` and `GET /stripe/v1/payment_intents/{id}`.
+/// Serves `GET /stripe/v1/charges/{id}`, `GET /stripe/v1/payment_intents/{id}`,
+/// `GET /stripe/v1/balance` and the Connect routes of [`super::connect_sandbox`].
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(
         web::scope("/stripe")
@@ -103,7 +104,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 "/v1/payment_intents/{id}",
                 web::get().to(get_payment_intent),
             )
-            .route("/v1/balance", web::get().to(get_balance)),
+            .route("/v1/balance", web::get().to(get_balance))
+            .configure(super::connect_sandbox::routes),
     );
 }
 

@@ -75,10 +75,14 @@ pub fn webhook(
 }
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(web::scope("/swish").route(
-        "/api/v1/paymentrequests/{id}",
-        web::get().to(get_payment_request),
-    ));
+    cfg.service(
+        web::scope("/swish")
+            .route(
+                "/api/v1/paymentrequests/{id}",
+                web::get().to(get_payment_request),
+            )
+            .configure(super::payouts_sandbox::routes),
+    );
 }
 
 /// Real Swish authenticates this call by the client certificate of the TLS
