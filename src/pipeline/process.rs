@@ -203,18 +203,6 @@ async fn process_event(
         }
         EventAction::Purchase(claim) => claim,
         // Settlement takes these up; the purchase pipeline only records them.
-        EventAction::Settlement(_) => {
-            tracing::debug!(reason = "settlement_signal", "event ignored");
-            let fresh = shared
-                .store
-                .record_without_effect(&event, "ignored")
-                .await?;
-            return Ok(if fresh {
-                ProcessOutcome::Ignored
-            } else {
-                ProcessOutcome::Duplicate
-            });
-        }
     };
 
     let started = Instant::now();

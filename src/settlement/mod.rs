@@ -26,14 +26,14 @@
 //! into the provider's replay of the first answer, never a second payment.
 
 pub mod config;
-// pub mod engine;
-// pub mod feedback;
-// pub mod http;
-// pub mod ledger;
-// pub mod matching;
+pub mod engine;
+pub mod feedback;
+pub mod http;
+pub mod ledger;
+pub mod matching;
 pub mod rails;
-// pub mod reward;
-// pub mod store;
+pub mod reward;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
