@@ -461,6 +461,9 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        self.settlement
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         let mut seen = HashSet::new();
         for (index, integration) in self.integrations.iter().enumerate() {
             let key = |field: &str| format!("integrations[{index}].{field}");

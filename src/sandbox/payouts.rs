@@ -264,9 +264,15 @@ fn server_error() -> HttpResponse {
 
 /// Sends a notification in the background (a lost one is what the
 /// reconciliation covers), after recording it.
+/// How long after an operation the sandbox sends its webhook or callback.
+const NOTIFICATION_DELAY: Duration = Duration::from_millis(300);
+
 pub(crate) fn send_in_background(payouts: &PayoutSandbox, notification: SentNotification) {
     payouts.record_notification(notification.clone());
     tokio::spawn(async move {
+        // The providers notify once the payout is done, not in the instant
+        // they accept it.
+        tokio::time::sleep(NOTIFICATION_DELAY).await;
         let client = reqwest::Client::new();
         let mut request = client.post(&notification.url).body(notification.body);
         for (name, value) in &notification.headers {

@@ -29,6 +29,10 @@ pub struct SettlementConfig {
     /// A submitted settlement with no final answer after this long has its
     /// state asked of the provider.
     pub reconcile_after_secs: i64,
+    /// A payout just submitted is first asked after this soon (or at
+    /// `reconcile_after_secs`, if sooner), in case its webhook or callback
+    /// came before kvitto had stored the submission and found nothing.
+    pub first_status_check_secs: i64,
     /// First pause before a payout that failed transiently is tried again;
     /// it doubles up to `retry_max_pause_secs`. Transient failures are
     /// retried for as long as it takes: giving up could hide a payout the
@@ -59,6 +63,7 @@ impl Default for SettlementConfig {
             match_deadline_secs: 1_800,
             tick_ms: 500,
             reconcile_after_secs: 300,
+            first_status_check_secs: 10,
             retry_min_pause_ms: 1_000,
             retry_max_pause_secs: 300,
             lease_secs: 60,
@@ -201,4 +206,143 @@ pub struct ApiKeyConfig {
 pub struct StaffKeyConfig {
     pub key: String,
     pub name: String,
+}
+
+/// Shortest API or staff key accepted: a key is a password.
+const MIN_KEY_CHARS: usize = 24;
+
+impl SettlementConfig {
+    /// Checks the section; the error names the key (`settlement.<...>`).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, reason: &str| Err((format!("settlement.{key}"), reason.to_string()));
+        if self.tick_ms == 0 {
+            return bad("tick_ms", "must be greater than 0");
+        }
+        for (key, value) in [
+            ("match_window_secs", self.match_window_secs),
+            ("amount_tolerance_minor", self.amount_tolerance_minor),
+            ("match_deadline_secs", self.match_deadline_secs),
+            ("reconcile_after_secs", self.reconcile_after_secs),
+            ("first_status_check_secs", self.first_status_check_secs),
+        ] {
+            if value < 0 {
+                return bad(key, "must not be negative");
+            }
+        }
+        if self.lease_secs <= 0 {
+            return bad("lease_secs", "must be greater than 0");
+        }
+        if self.retry_min_pause_ms == 0 {
+            return bad("retry_min_pause_ms", "must be greater than 0");
+        }
+        self.defaults
+            .validate()
+            .map_err(|(key, reason)| (format!("settlement.defaults.{key}"), reason))?;
+        let mut businesses = std::collections::HashSet::new();
+        for (index, business) in self.businesses.iter().enumerate() {
+            if !businesses.insert(business.business_id.as_str()) {
+                return bad(&format!("businesses[{index}].business_id"), "listed twice");
+            }
+            business.rules.validate().map_err(|(key, reason)| {
+                (format!("settlement.businesses[{index}].{key}"), reason)
+            })?;
+        }
+        let mut keys = std::collections::HashSet::new();
+        let all_keys = self
+            .api_keys
+            .iter()
+            .map(|k| ("api_keys", k.key.as_str()))
+            .chain(
+                self.staff_keys
+                    .iter()
+                    .map(|k| ("staff_keys", k.key.as_str())),
+            );
+        for (index, (list, key)) in all_keys.enumerate() {
+            if key.chars().count() < MIN_KEY_CHARS {
+                return bad(list, "every key needs 24 or more characters");
+            }
+            if !keys.insert(key) {
+                return bad(list, &format!("key number {index} is used twice"));
+            }
+        }
+        if let Some(swish) = &self.swish
+            && swish.callback_token.chars().count() < MIN_KEY_CHARS
+        {
+            return bad(
+                "swish.callback_token",
+                "must be an unguessable token of 24+ characters",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl RewardRules {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, reason: &str| Err((key.to_string(), reason.to_string()));
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return bad("currency", "must be an upper-case ISO 4217 code");
+        }
+        if self.tiers.iter().any(|t| t.min_score > 100) {
+            return bad("tiers", "min_score must be between 0 and 100");
+        }
+        if self.tiers.iter().any(|t| t.percent_bp > 10_000) {
+            return bad("tiers", "percent_bp must be at most 10000 (100 %)");
+        }
+        if self.platform_fee_bp > 10_000 {
+            return bad("platform_fee_bp", "must be at most 10000 (100 %)");
+        }
+        for (key, value) in [
+            ("max_reward_minor", self.max_reward_minor),
+            ("customer_daily_cap_minor", self.customer_daily_cap_minor),
+            (
+                "customer_monthly_cap_minor",
+                self.customer_monthly_cap_minor,
+            ),
+            ("monthly_budget_minor", self.monthly_budget_minor),
+        ] {
+            if value < 0 {
+                return bad(key, "must not be negative");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn negative_budget_names_the_key() {
+        let error =
+            Config::from_toml("[settlement.defaults]\nmonthly_budget_minor = -1\n").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "settlement.defaults.monthly_budget_minor: must not be negative"
+        );
+    }
+
+    #[test]
+    fn short_api_key_is_refused() {
+        let text = "[[settlement.api_keys]]\nkey = \"short\"\nbusiness_id = \"b\"\n";
+        let error = Config::from_toml(text).unwrap_err();
+        assert!(
+            error.to_string().starts_with("settlement.api_keys"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn tier_above_100_percent_names_the_business() {
+        let text = "[[settlement.businesses]]\nbusiness_id = \"b\"\n\
+                    tiers = [{ min_score = 10, percent_bp = 20000 }]\n";
+        let error = Config::from_toml(text).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("settlement.businesses[0].tiers"),
+            "{error}"
+        );
+    }
 }

@@ -596,14 +596,22 @@ fn change_for(
             reason,
         },
         Ok(PayoutStatus::InFlight { provider_ref }) => {
-            let check_at = now + Duration::seconds(settings.reconcile_after_secs);
+            let reconcile_after = Duration::seconds(settings.reconcile_after_secs);
             if settlement.state == SettlementState::Pending {
+                // The webhook or callback can come before this answer is
+                // stored, and then finds nothing to move on: one early
+                // look covers that race, later ones are the slow
+                // reconciliation.
+                let first_look =
+                    Duration::seconds(settings.first_status_check_secs).min(reconcile_after);
                 Change::Submitted {
                     provider_ref,
-                    check_at,
+                    check_at: now + first_look,
                 }
             } else {
-                Change::Recheck { check_at }
+                Change::Recheck {
+                    check_at: now + reconcile_after,
+                }
             }
         }
         Err(RailError::Refused(reason)) if settlement.state == SettlementState::Pending => {

@@ -15,6 +15,7 @@ mod hostile;
 mod ingress;
 mod metrics;
 mod outage;
+mod payout;
 mod pipeline;
 mod prometheus;
 mod rules;

@@ -3,7 +3,7 @@
 //! decided within caps and budgets, held feedback reviewed, refunds.
 //! Payouts are in `payout`.
 
-mod support;
+pub mod support;
 
 use kvitto::canonical::PaymentState;
 use kvitto::providers::ProviderKind;

@@ -36,6 +36,7 @@ impl Money {
             config.settlement.tick_ms = 50;
             config.settlement.retry_min_pause_ms = 50;
             config.settlement.retry_max_pause_secs = 1;
+            config.settlement.first_status_check_secs = 1;
             config.settlement.api_keys = vec![ApiKeyConfig {
                 key: API_KEY_GENERIC.into(),
                 business_id: BUSINESS.into(),

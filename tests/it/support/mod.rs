@@ -124,6 +124,12 @@ impl TestEnv {
             }
         }
         self.config.sandbox.listen = addr.to_string();
+        if let Some(stripe) = &mut self.config.settlement.stripe {
+            stripe.api_base_url = format!("http://{addr}/stripe");
+        }
+        if let Some(swish) = &mut self.config.settlement.swish {
+            swish.api_base_url = format!("http://{addr}/swish");
+        }
     }
 }
 
@@ -166,6 +172,18 @@ impl Harness {
     pub async fn start(runtime: Runtime, tweak: impl FnOnce(&mut Config)) -> Option<Harness> {
         let mut env = TestEnv::new(runtime).await?;
         tweak(&mut env.config);
+        // The sandbox sends Stripe payout webhooks and Swish payout
+        // callbacks to kvitto, so kvitto's address is chosen before either
+        // starts.
+        let port = free_port();
+        env.config.server.webhook_listen = format!("127.0.0.1:{port}");
+        env.config.sandbox.target_url = format!("http://127.0.0.1:{port}");
+        if let Some(swish) = &mut env.config.settlement.swish {
+            swish.callback_url = format!(
+                "http://127.0.0.1:{port}/callbacks/swish/payouts/{}",
+                swish.callback_token
+            );
+        }
         let sandbox = Arc::new(SandboxState::new(env.config.clone()));
         let (_handle, sandbox_addr) =
             kvitto::sandbox::server::start(sandbox.clone(), "127.0.0.1:0")
@@ -265,6 +283,15 @@ impl Harness {
     pub async fn shutdown(self) {
         self.kvitto.shutdown().await;
     }
+}
+
+/// A port no one listens on now, for a listener whose address others must
+/// know before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
 }
 
 /// Polls `check` until it returns `Some`, or panics after [`WAIT`].
