@@ -564,9 +564,10 @@ async fn onboarding_link(
     })))
 }
 
+/// Swish's callback body is the payout object; only its id is read.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct SwishPayoutCallback {
+    #[serde(rename = "payoutInstructionUUID")]
     payout_instruction_uuid: String,
 }
 
