@@ -3,7 +3,8 @@
 //! restarted: every acknowledged webhook must end up processed, each exactly
 //! once in the database, and no transaction event may be published twice
 //! with different content. Also read here: its JSON log, in which every line
-//! about one event carries that event's id.
+//! about one event carries that event's id. And the process killed between
+//! a payout call and the storing of its answer: paid once all the same.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,12 @@ use std::time::{Duration, Instant};
 
 use kvitto::config::{Config, LogFormat};
 use kvitto::providers::ProviderKind;
+use kvitto::sandbox::payouts::PayoutOp;
 use kvitto::sandbox::send::{self, SendOptions};
 use kvitto::sandbox::{Fault, SandboxState, WebhookKind};
+use kvitto::settlement::config::ApiKeyConfig;
+use kvitto::settlement::store as rows;
+use kvitto::settlement::{SettlementState, ledger, settlement_id};
 use serde_json::Value;
 
 use crate::support::{Runtime, TestEnv, eventually};
@@ -523,4 +528,214 @@ async fn every_log_line_about_an_event_carries_its_id_through_every_stage(runtim
     // Ingress says "accepted" once the bus confirmed the write; the worker
     // may already be decoding by then, so only its presence is fixed.
     assert!(messages.contains(&"webhook accepted"), "{messages:#?}");
+}
+
+/// Which payout rail a crash test pays through.
+#[derive(Clone, Copy)]
+enum PayoutRail {
+    Stripe,
+    Swish,
+}
+
+impl PayoutRail {
+    fn destination(self) -> &'static str {
+        match self {
+            PayoutRail::Stripe => r#"{"rail":"stripe","account":"acct_1KvittoKund42"}"#,
+            PayoutRail::Swish => r#"{"rail":"swish","number":"46701234567","ssn":"199001011234"}"#,
+        }
+    }
+
+    /// How many payouts the sandbox made for the settlement: Stripe's
+    /// keyed by the settlement id, Swish's by its instruction UUID.
+    fn payouts_made(self, sandbox: &SandboxState, settlement: uuid::Uuid) -> u32 {
+        match self {
+            PayoutRail::Stripe => sandbox
+                .payouts
+                .made(PayoutOp::StripePayout, &settlement.to_string()),
+            PayoutRail::Swish => sandbox.payouts.made(
+                PayoutOp::SwishPayout,
+                &settlement.simple().to_string().to_uppercase(),
+            ),
+        }
+    }
+}
+
+const CRASH_API_KEY: &str = "fb_test_crash_0123456789abcdef0123";
+
+/// kill -9 after the payout call returned and before its answer was
+/// stored: the restarted kvitto asks again with the same idempotency key
+/// (Stripe) or instruction UUID (Swish), so the customer is paid once and
+/// the settlement still reaches `paid`.
+async fn killed_between_payout_and_its_record_pays_once(runtime: Runtime, rail: PayoutRail) {
+    let Some(setup) = Setup::new(runtime, |config| {
+        let webhooks = format!("http://{}", config.server.webhook_listen);
+        config.sandbox.target_url = webhooks.clone();
+        if let Some(swish) = &mut config.settlement.swish {
+            swish.callback_url = format!(
+                "{webhooks}/callbacks/swish/payouts/{}",
+                swish.callback_token
+            );
+        }
+        let settlement = &mut config.settlement;
+        settlement.tick_ms = 50;
+        settlement.retry_min_pause_ms = 50;
+        settlement.retry_max_pause_secs = 1;
+        settlement.first_status_check_secs = 1;
+        // The killed process's lease on the settlement runs out this soon.
+        settlement.lease_secs = 2;
+        settlement.api_keys = vec![ApiKeyConfig {
+            key: CRASH_API_KEY.into(),
+            business_id: "gardsbutiken".into(),
+        }];
+    })
+    .await
+    else {
+        return;
+    };
+    let stop_after_call = [("FAILPOINTS", "settlement-after-rail-call=sleep(600000)")];
+    let mut child = spawn_kvitto_with(&setup.config_path, Stdio::inherit(), &stop_after_call);
+    setup.wait_ready().await;
+
+    // A verified 200 kr purchase through a real webhook.
+    let integration = setup
+        .env
+        .config
+        .integrations
+        .iter()
+        .find(|i| i.provider == ProviderKind::Generic)
+        .expect("generic demo integration");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(41);
+    let mut purchase =
+        kvitto::sandbox::generate::purchase(&mut rng, integration, chrono::Utc::now());
+    purchase.amount_minor = 20_000;
+    purchase.line_items.truncate(1);
+    if let Some(item) = purchase.line_items.first_mut() {
+        item.quantity = "1".into();
+        item.unit_price_minor = Some(20_000);
+        item.total_minor = Some(20_000);
+    }
+    setup.sandbox.insert(purchase.clone());
+    let webhook = send::webhook(
+        integration,
+        &purchase,
+        WebhookKind::Created,
+        chrono::Utc::now(),
+    );
+    let mut request = setup
+        .http
+        .post(format!(
+            "{}{}",
+            setup.webhook_base(),
+            webhook.path_and_query
+        ))
+        .body(webhook.body.clone());
+    for (name, value) in &webhook.headers {
+        request = request.header(name, value);
+    }
+    assert_eq!(request.send().await.unwrap().status(), 200);
+    let store = kvitto::store::Store::connect(&setup.env.config.database)
+        .await
+        .unwrap();
+    let transaction_id = kvitto::canonical::transaction_id(
+        purchase.provider,
+        &integration.id,
+        &purchase.transaction_ref,
+    )
+    .to_string();
+    eventually("purchase stored", || async {
+        store
+            .transaction(&transaction_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|_| ())
+    })
+    .await;
+
+    let feedback = format!(
+        r#"{{"feedback_id":"fb-crash","business_id":"gardsbutiken","location_id":"uppsala",
+           "customer_ref":"cust-crash","purchase":{{"provider_transaction_id":"{}"}},
+           "quality_score":95,"payout":{}}}"#,
+        purchase.transaction_ref,
+        rail.destination()
+    );
+    let response = setup
+        .http
+        .post(format!("{}/v1/feedback", setup.webhook_base()))
+        .bearer_auth(CRASH_API_KEY)
+        .header("content-type", "application/json")
+        .body(feedback)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    // The provider has made the payout; kvitto sits on the fail point with
+    // the answer in hand and nothing of it stored (without the fail point
+    // the answer would be stored within a tick).
+    let id = settlement_id("fb-crash");
+    eventually("the payout made", || async {
+        (rail.payouts_made(&setup.sandbox, id) == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pool = store.pool();
+    let before = rows::settlement(pool, &id.to_string())
+        .await
+        .unwrap()
+        .expect("settlement written before the call");
+    assert_eq!(before.state, SettlementState::Pending, "{before:?}");
+    assert_eq!(before.attempts, 1, "{before:?}");
+    stop(&mut child, Stop::Kill);
+
+    let mut child = spawn_kvitto(&setup.config_path);
+    setup.wait_ready().await;
+    let paid = eventually("settlement paid after the restart", || async {
+        rows::settlement(pool, &id.to_string())
+            .await
+            .ok()
+            .flatten()
+            .filter(|s| s.state == SettlementState::Paid)
+    })
+    .await;
+    assert_eq!(paid.amount_minor, 2_000);
+    assert_eq!(rail.payouts_made(&setup.sandbox, id), 1, "paid twice");
+    if let PayoutRail::Stripe = rail {
+        let transfers = setup
+            .sandbox
+            .payouts
+            .made(PayoutOp::StripeTransfer, &id.to_string());
+        assert_eq!(transfers, 1, "transferred twice");
+    }
+    let report = ledger::check(pool).await.unwrap();
+    assert!(report.is_balanced(), "{:?}", report.problems);
+    assert_eq!(
+        ledger::balance(pool, ledger::CUSTOMERS_PAYABLE)
+            .await
+            .unwrap(),
+        0
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[actix_rt::test]
+async fn killed_between_stripe_payout_and_its_record_embedded() {
+    killed_between_payout_and_its_record_pays_once(Runtime::Embedded, PayoutRail::Stripe).await;
+}
+
+#[actix_rt::test]
+async fn killed_between_stripe_payout_and_its_record_kafka_postgres() {
+    killed_between_payout_and_its_record_pays_once(Runtime::KafkaPostgres, PayoutRail::Stripe)
+        .await;
+}
+
+#[actix_rt::test]
+async fn killed_between_swish_payout_and_its_record_embedded() {
+    killed_between_payout_and_its_record_pays_once(Runtime::Embedded, PayoutRail::Swish).await;
+}
+
+#[actix_rt::test]
+async fn killed_between_swish_payout_and_its_record_kafka_postgres() {
+    killed_between_payout_and_its_record_pays_once(Runtime::KafkaPostgres, PayoutRail::Swish).await;
 }
