@@ -3,6 +3,7 @@
 //! decided within caps and budgets, held feedback reviewed, refunds.
 //! Payouts are in `payout`.
 
+mod random;
 pub mod support;
 
 use kvitto::canonical::PaymentState;
