@@ -119,8 +119,9 @@ pub struct BusConfig {
     pub brokers: String,
     /// Prefix of every topic name.
     pub topic_prefix: String,
-    /// Consumer group prefix shared by all kvitto instances; each provider's
-    /// topic is consumed by the group `<consumer_group>.<provider>`.
+    /// The consumer group of all kvitto instances: every provider's webhook
+    /// topic is consumed by this group, and `kvitto.feedback` by
+    /// `<consumer_group>-settlement`.
     pub consumer_group: String,
     /// Partitions for topics kvitto creates when they are missing.
     pub partitions: i32,

@@ -87,14 +87,30 @@ pub struct DeadLetter {
     pub deadlettered_at: String,
 }
 
+/// Namespace of the ids given to messages that came without kvitto's event
+/// id (feedback written to its topic directly).
+const UNLABELLED_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6b76_6974_746f_4000_8000_756e_6c61_6265);
+
+/// A message without an event id is named by its topic and bytes: the same
+/// message dead-lettered again, or replayed and refused again, keeps its id.
+fn unlabelled_event_id(topic: &str, payload: &[u8]) -> String {
+    let mut name = Vec::with_capacity(topic.len() + 1 + payload.len());
+    name.extend_from_slice(topic.as_bytes());
+    name.push(0);
+    name.extend_from_slice(payload);
+    uuid::Uuid::new_v5(&UNLABELLED_NAMESPACE, &name).to_string()
+}
+
 impl DeadLetter {
     pub fn new(delivery: &Delivery, reason: &str, detail: String, now: DateTime<Utc>) -> Self {
         let message = &delivery.message;
+        let event_id = match message.header(EVENT_ID_HEADER) {
+            Some(id) => id.to_string(),
+            None => unlabelled_event_id(&delivery.topic, &message.payload),
+        };
         DeadLetter {
-            event_id: message
-                .header(EVENT_ID_HEADER)
-                .unwrap_or_default()
-                .to_string(),
+            event_id,
             provider: message
                 .header(PROVIDER_HEADER)
                 .unwrap_or_default()
@@ -132,5 +148,37 @@ impl DeadLetter {
                 (EVENT_ID_HEADER.into(), self.event_id.clone()),
             ],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(offset: i64, payload: &[u8], headers: Vec<(String, String)>) -> Delivery {
+        Delivery {
+            topic: "kvitto.feedback".into(),
+            partition: 0,
+            offset,
+            message: BusMessage {
+                key: "k".into(),
+                payload: payload.to_vec(),
+                headers,
+            },
+        }
+    }
+
+    #[test]
+    fn a_message_without_an_event_id_is_named_by_its_bytes() {
+        let now = Utc::now();
+        let first = DeadLetter::new(&delivery(1, b"{not json", vec![]), "x", String::new(), now);
+        let again = DeadLetter::new(&delivery(9, b"{not json", vec![]), "x", String::new(), now);
+        let other = DeadLetter::new(&delivery(2, b"[]", vec![]), "x", String::new(), now);
+        assert!(uuid::Uuid::parse_str(&first.event_id).is_ok());
+        assert_eq!(first.event_id, again.event_id);
+        assert_ne!(first.event_id, other.event_id);
+        let labelled = delivery(3, b"[]", vec![(EVENT_ID_HEADER.into(), "evt-1".into())]);
+        let letter = DeadLetter::new(&labelled, "x", String::new(), now);
+        assert_eq!(letter.event_id, "evt-1");
     }
 }

@@ -1,6 +1,6 @@
 //! The settlement actors, on an arbiter of their own.
 //!
-//! - **intake** consumes `kvitto.feedback` (group `<consumer_group>settlement`):
+//! - **intake** consumes `kvitto.feedback` (group `<consumer_group>-settlement`):
 //!   each message is parsed, stored (its id is the primary key, so a second
 //!   delivery is a no-op), matched at once if its purchase is already known,
 //!   and only then committed. A message that is not valid feedback is
@@ -225,7 +225,7 @@ async fn intake_step(context: Arc<SettlementContext>, consumer: Option<Consumer>
     let mut consumer = match consumer {
         Some(consumer) => consumer,
         None => {
-            let group = format!("{}settlement", context.config.bus.consumer_group);
+            let group = format!("{}-settlement", context.config.bus.consumer_group);
             let topic = context.config.bus.feedback_topic();
             match context.bus.consumer(&group, &topic).await {
                 Ok(consumer) => consumer,
@@ -274,12 +274,13 @@ async fn intake_one(context: &SettlementContext, delivery: &Delivery) -> Result<
     let feedback = match Feedback::parse(&delivery.message.payload) {
         Ok(feedback) => feedback,
         Err(invalid) => {
-            let letter = DeadLetter::new(
+            let mut letter = DeadLetter::new(
                 delivery,
                 "invalid_feedback",
                 invalid.to_string(),
                 Utc::now(),
             );
+            letter.provider = "feedback".into();
             let message = letter.message(&delivery.message.key);
             let timeout = StdDuration::from_millis(context.config.bus.publish_timeout_ms);
             context

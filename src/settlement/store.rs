@@ -320,7 +320,9 @@ pub async fn settle(
             }
             Attempt::Undo(outcome) => {
                 tx.rollback().await?;
-                if outcome == SettleOutcome::PurchaseTaken {
+                // A reviewer who chose a purchase that is taken is told so
+                // and may choose again; matching has nothing else to try.
+                if outcome == SettleOutcome::PurchaseTaken && review.is_none() {
                     set_feedback_state(
                         pool,
                         &record.feedback.feedback_id,
@@ -724,7 +726,11 @@ fn successor(current: &Settlement, change: &Change, now: DateTime<Utc>) -> Optio
             next.finished_at = Some(now);
         }
         Change::Retry { next_attempt_at } if matches!(current.state, Pending | Submitted) => {
-            next.attempts += 1;
+            // A submission was counted before its call; a status check is
+            // counted here, so the pauses between either double.
+            if current.state == Submitted {
+                next.attempts += 1;
+            }
             next.next_attempt_at = *next_attempt_at;
         }
         Change::Recheck { check_at } if current.state == Submitted => {

@@ -132,7 +132,7 @@ async fn feedback_without_purchase_ends_unmatched_and_review_decides(runtime: Ru
         return;
     };
     let unknown = h.harness.purchase(ProviderKind::Generic, 5);
-    for id in ["fb-nomatch-1", "fb-nomatch-2"] {
+    for id in ["fb-nomatch-1", "fb-nomatch-2", "fb-nomatch-3"] {
         let body = h.feedback_by_hint(&unknown, id, "cust-4", 70, 0);
         assert_eq!(h.post_feedback(&body).await.0, StatusCode::ACCEPTED);
     }
@@ -161,6 +161,20 @@ async fn feedback_without_purchase_ends_unmatched_and_review_decides(runtime: Ru
     let settlement = h.settlement_of("fb-nomatch-2").await;
     assert_eq!(settlement.purchase_ref, "receipt:gardsbutiken:Z-1042");
     assert_eq!(settlement.amount_minor, 1_250);
+
+    // One receipt backs one reward: approving another feedback against it
+    // is refused and leaves that feedback held, to be approved rightly.
+    h.wait_feedback_state("fb-nomatch-3", FeedbackState::NoMatchingPurchase)
+        .await;
+    let (status, answer) = h.review("fb-nomatch-3", "approve", receipt).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(
+        h.feedback_state("fb-nomatch-3").await,
+        Some(FeedbackState::NoMatchingPurchase)
+    );
+    let other_receipt = receipt.replace("Z-1042", "Z-1043");
+    let (status, answer) = h.review("fb-nomatch-3", "approve", &other_receipt).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
 
     // A note is required, and the fields are named.
     let (status, answer) = h.review("fb-nomatch-1", "approve", r#"{"note":""}"#).await;
