@@ -1,8 +1,10 @@
 //! Subcommands: `serve` (the default), `migrate`, `check-config`, `doctor`,
-//! `simulate`, `sign`, `transactions` and `deadletter`.
+//! `simulate`, `sign`, `transactions`, `settlements`, `ledger` and
+//! `deadletter`.
 
 mod deadletter;
 mod doctor;
+mod money;
 mod sign;
 
 use std::path::PathBuf;
@@ -44,6 +46,21 @@ enum Command {
     Simulate(SimulateArgs),
     /// Print the signature header value a provider would send.
     Sign(sign::SignArgs),
+    /// List the most recently changed settlements and the totals by state.
+    Settlements {
+        /// How many to list.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Read the last events on the settlements topic instead.
+        #[arg(long)]
+        events: bool,
+    },
+    /// Print the ledger's balances and check that it balances (exit 1 when
+    /// it does not).
+    Ledger,
     /// List, show and replay dead letters.
     #[command(subcommand)]
     Deadletter(deadletter::DeadletterCommand),
@@ -81,9 +98,17 @@ struct SimulateArgs {
     /// Seed of the generated purchases.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// How long to wait for kvitto to look every purchase up.
+    /// How long to wait for kvitto to look every purchase up, and again to
+    /// settle every reward.
     #[arg(long, default_value_t = 60)]
     wait_secs: u64,
+    /// Share of completed purchases that get scored feedback, 0.0 to 1.0
+    /// (0 sends none).
+    #[arg(long, default_value_t = 0.6)]
+    feedback: f64,
+    /// Share of feedback whose payout the provider refuses, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0)]
+    failing_payouts: f64,
     /// Only serve the provider APIs, send nothing.
     #[arg(long)]
     serve_only: bool,
@@ -117,6 +142,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::CheckConfig => check_config(&config),
             Command::Simulate(options) => simulate(config, options).await,
             Command::Transactions { limit, json } => transactions(&config, limit, json).await,
+            Command::Settlements {
+                limit,
+                json,
+                events,
+            } => money::settlements(&config, limit, json, events).await,
+            Command::Ledger => money::ledger(&config).await,
             Command::Deadletter(command) => deadletter::run(&config, command).await,
             Command::Sign(_) | Command::Doctor => {
                 unreachable!("handled before the runtime starts")
@@ -176,6 +207,8 @@ async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode
         bad_signatures: args.bad_signatures,
         seed: args.seed,
         wait_secs: args.wait_secs,
+        feedback: args.feedback,
+        failing_payouts: args.failing_payouts,
         serve_only: args.serve_only,
     };
     kvitto::sandbox::simulate::simulate(config, options).await?;

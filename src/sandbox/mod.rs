@@ -20,6 +20,7 @@
 //! Each provider's own part lives in `providers/<name>/sandbox.rs`; this
 //! module holds what they share.
 
+pub mod feedback;
 pub mod generate;
 pub mod payouts;
 pub mod send;

@@ -4,8 +4,11 @@
 //! It serves the providers' lookup APIs on `sandbox.listen`, sends webhooks
 //! to `sandbox.target_url`, prints the per-provider report, then waits until
 //! kvitto has looked up every accepted purchase whose integration verifies
-//! through the provider API. It fails, saying why, on unexpected answers or
-//! when the lookups do not all arrive in time.
+//! through the provider API. Then, playing the feedback service, it sends
+//! scored feedback on a share of the completed purchases and follows each
+//! until its reward is paid (through the sandbox's Stripe and Swish payout
+//! APIs), failed or not given. It fails, saying why, on unexpected answers
+//! or when kvitto does not finish in time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use crate::canonical::VerificationMode;
 use crate::config::Config;
 use crate::providers::ProviderKind;
 use crate::sandbox::send::{self, SendOptions};
-use crate::sandbox::{Purchase, SandboxState, server};
+use crate::sandbox::{Purchase, SandboxState, feedback, server};
 
 /// Purchases in flight at once while sending.
 const SEND_CONCURRENCY: usize = 8;
@@ -39,8 +42,13 @@ pub struct SimulateOptions {
     /// Share of purchases sent with a forged signature, expecting 401.
     pub bad_signatures: f64,
     pub seed: u64,
-    /// How long to wait for kvitto's lookups after sending.
+    /// How long to wait for kvitto's lookups after sending, and again for
+    /// the rewards to be settled.
     pub wait_secs: u64,
+    /// Share of completed purchases that get feedback (0 sends none).
+    pub feedback: f64,
+    /// Share of feedback whose payout destination the provider refuses.
+    pub failing_payouts: f64,
     /// Only serve the provider APIs, until Ctrl-C; send nothing.
     pub serve_only: bool,
 }
@@ -107,6 +115,29 @@ async fn send_and_check(
         "ok: kvitto confirmed all {} purchases with the provider APIs",
         expected.len()
     );
+    if options.feedback <= 0.0 {
+        return Ok(());
+    }
+    if !state.config.settlement.enabled {
+        println!("note: settlement is disabled in the config; sending no feedback");
+        return Ok(());
+    }
+    let purchases: Vec<&Purchase> = report.purchases.iter().collect();
+    let feedback_options = feedback::FeedbackOptions {
+        share: options.feedback.min(1.0),
+        failing_payouts: options.failing_payouts.clamp(0.0, 1.0),
+        seed: options.seed,
+    };
+    let outcome = feedback::run(
+        &state.config,
+        target,
+        &purchases,
+        &feedback_options,
+        timeout,
+    )
+    .await?;
+    print!("{outcome}");
+    println!("ok: kvitto decided every feedback and settled every reward");
     Ok(())
 }
 
@@ -291,6 +322,8 @@ mod tests {
             bad_signatures: 0.3,
             seed: 5,
             wait_secs,
+            feedback: 0.0,
+            failing_payouts: 0.0,
             serve_only: false,
         }
     }

@@ -1087,3 +1087,43 @@ pub async fn oldest_unfinished(pool: &AnyPool) -> Result<Option<DateTime<Utc>>, 
         .map(parse_time)
         .transpose()
 }
+
+/// How many settlements are in each state, with what they amount to.
+pub async fn settlement_totals(pool: &AnyPool) -> Result<Vec<StateTotal>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT state, currency, COUNT(*) AS n, CAST(SUM(amount_minor) AS BIGINT) AS amount \
+         FROM settlements GROUP BY state, currency ORDER BY state, currency",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StateTotal {
+                state: row.try_get("state")?,
+                currency: row.try_get("currency")?,
+                count: row.try_get("n")?,
+                amount_minor: row.try_get("amount")?,
+            })
+        })
+        .collect()
+}
+
+/// One line of [`settlement_totals`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTotal {
+    pub state: String,
+    pub currency: String,
+    pub count: i64,
+    pub amount_minor: i64,
+}
+
+/// How many feedback messages are in each state.
+pub async fn feedback_totals(pool: &AnyPool) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows =
+        sqlx::query("SELECT state, COUNT(*) AS n FROM feedback GROUP BY state ORDER BY state")
+            .fetch_all(pool)
+            .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("state")?, row.try_get("n")?)))
+        .collect()
+}

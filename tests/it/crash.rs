@@ -22,19 +22,11 @@ use kvitto::settlement::store as rows;
 use kvitto::settlement::{SettlementState, ledger, settlement_id};
 use serde_json::Value;
 
-use crate::support::{Runtime, TestEnv, eventually};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{Runtime, TestEnv, eventually, free_port};
 
 /// A kvitto process that is killed when the test ends, however it ends, so
 /// a failing test leaves no daemon behind.
-struct Daemon(Child);
+pub struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -56,7 +48,7 @@ impl std::ops::DerefMut for Daemon {
     }
 }
 
-fn spawn_kvitto(config_path: &Path) -> Daemon {
+pub fn spawn_kvitto(config_path: &Path) -> Daemon {
     spawn_kvitto_with(
         config_path,
         Stdio::inherit(),
@@ -82,7 +74,7 @@ fn log_file(path: &Path) -> Stdio {
     Stdio::from(std::fs::File::create(path).expect("log file"))
 }
 
-async fn wait_ready(http: &reqwest::Client, admin: &str) {
+pub async fn wait_ready(http: &reqwest::Client, admin: &str) {
     eventually("kvitto ready", || async {
         let response = http
             .get(format!("http://{admin}/readyz"))

@@ -8,6 +8,7 @@ mod bus;
 mod cli;
 mod crash;
 mod deadletter;
+mod demo;
 mod deploy;
 mod group;
 mod health;
