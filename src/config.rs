@@ -585,6 +585,30 @@ mod tests {
     }
 
     #[test]
+    fn example_config_shows_the_settlement_defaults() {
+        let text = std::fs::read_to_string("config/kvitto.example.toml").unwrap();
+        let example = Config::from_toml(&text).unwrap().settlement;
+        let defaults = crate::settlement::config::SettlementConfig::default();
+        assert_eq!(example.defaults, defaults.defaults);
+        let timings = |c: &crate::settlement::config::SettlementConfig| {
+            (
+                c.enabled,
+                c.match_window_secs,
+                c.amount_tolerance_minor,
+                c.match_deadline_secs,
+                c.tick_ms,
+                c.reconcile_after_secs,
+                c.first_status_check_secs,
+                c.retry_min_pause_ms,
+                c.retry_max_pause_secs,
+                c.lease_secs,
+                c.rail_timeout_ms,
+            )
+        };
+        assert_eq!(timings(&example), timings(&defaults));
+    }
+
+    #[test]
     fn listen_address_that_is_not_host_port_names_the_key() {
         let error = Config::from_toml("[server]\nwebhook_listen = \"notanaddr\"\n").unwrap_err();
         assert!(
