@@ -346,3 +346,12 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod business_rules_tests {
+    #[test]
+    fn a_misspelt_business_rule_is_refused_by_name() {
+        let text = "[[settlement.businesses]]\nbusiness_id = \"x\"\nmax_reward_minr = 5\n";
+        let error = crate::config::Config::from_toml(text).unwrap_err();
+        assert!(error.to_string().contains("max_reward_minr"), "{error}");
+    }
+}
