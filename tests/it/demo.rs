@@ -76,7 +76,7 @@ async fn simulated_purchases_and_feedback_end_paid_and_balanced(runtime: Runtime
     );
     let paid_line = out
         .lines()
-        .find(|l| l.trim_start().split_whitespace().nth(1) == Some("paid"))
+        .find(|l| l.split_whitespace().nth(1) == Some("paid"))
         .unwrap_or_else(|| panic!("no rewards paid:\n{out}"));
     let paid: usize = paid_line
         .split_whitespace()
