@@ -338,6 +338,18 @@ fn check_note(note: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The feedback a reviewer decides on: it must exist and be held.
+async fn held_feedback(pool: &sqlx::AnyPool, id: &str) -> Result<rows::FeedbackRecord, ApiError> {
+    let record = rows::feedback(pool, id).await?.ok_or(ApiError::NotFound)?;
+    if !record.state.is_held() {
+        return Err(ApiError::Conflict(format!(
+            "feedback is {}, not held for review",
+            record.state.as_str()
+        )));
+    }
+    Ok(record)
+}
+
 async fn approve(
     state: web::Data<ApiState>,
     request: HttpRequest,
@@ -348,15 +360,7 @@ async fn approve(
     let approval: ApproveBody = parse_json(&body)?;
     check_note(&approval.note)?;
     let pool = state.store.pool();
-    let record = rows::feedback(pool, &path)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    if !record.state.is_held() {
-        return Err(ApiError::Conflict(format!(
-            "feedback is {}, not held for review",
-            record.state.as_str()
-        )));
-    }
+    let record = held_feedback(pool, &path).await?;
     let purchase = match (approval.transaction_id, approval.receipt) {
         (Some(id), None) => approved_transaction(&state, &record.feedback.business_id, &id).await?,
         (None, Some(receipt)) => approved_receipt(&record.feedback.business_id, receipt)?,
@@ -461,15 +465,7 @@ async fn reject(
     let rejection: RejectBody = parse_json(&body)?;
     check_note(&rejection.note)?;
     let pool = state.store.pool();
-    let record = rows::feedback(pool, &path)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    if !record.state.is_held() {
-        return Err(ApiError::Conflict(format!(
-            "feedback is {}, not held for review",
-            record.state.as_str()
-        )));
-    }
+    let record = held_feedback(pool, &path).await?;
     let review = Review {
         reviewer,
         note: rejection.note,

@@ -287,6 +287,28 @@ impl Setup {
         format!("http://{}", self.env.config.server.webhook_listen)
     }
 
+    /// Sends the signed webhook announcing `purchase`.
+    async fn send_created(
+        &self,
+        integration: &kvitto::config::IntegrationConfig,
+        purchase: &kvitto::sandbox::Purchase,
+    ) -> reqwest::Response {
+        let webhook = send::webhook(
+            integration,
+            purchase,
+            WebhookKind::Created,
+            chrono::Utc::now(),
+        );
+        let mut request = self
+            .http
+            .post(format!("{}{}", self.webhook_base(), webhook.path_and_query))
+            .body(webhook.body.clone());
+        for (name, value) in &webhook.headers {
+            request = request.header(name, value);
+        }
+        request.send().await.expect("kvitto answers")
+    }
+
     fn log_path(&self) -> PathBuf {
         self.env.dir.path().join("kvitto.log")
     }
@@ -468,24 +490,7 @@ async fn every_log_line_about_an_event_carries_its_id_through_every_stage(runtim
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
     let purchase = kvitto::sandbox::generate::purchase(&mut rng, integration, chrono::Utc::now());
     setup.sandbox.insert(purchase.clone());
-    let webhook = send::webhook(
-        integration,
-        &purchase,
-        WebhookKind::Created,
-        chrono::Utc::now(),
-    );
-    let mut request = setup
-        .http
-        .post(format!(
-            "{}{}",
-            setup.webhook_base(),
-            webhook.path_and_query
-        ))
-        .body(webhook.body.clone());
-    for (name, value) in &webhook.headers {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.unwrap();
+    let response = setup.send_created(integration, &purchase).await;
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     let answer: Value = response.json().await.unwrap();
     let event_id = answer["event_id"].as_str().expect("event id").to_string();
@@ -607,24 +612,10 @@ async fn killed_between_payout_and_its_record_pays_once(runtime: Runtime, rail: 
         item.total_minor = Some(20_000);
     }
     setup.sandbox.insert(purchase.clone());
-    let webhook = send::webhook(
-        integration,
-        &purchase,
-        WebhookKind::Created,
-        chrono::Utc::now(),
+    assert_eq!(
+        setup.send_created(integration, &purchase).await.status(),
+        200
     );
-    let mut request = setup
-        .http
-        .post(format!(
-            "{}{}",
-            setup.webhook_base(),
-            webhook.path_and_query
-        ))
-        .body(webhook.body.clone());
-    for (name, value) in &webhook.headers {
-        request = request.header(name, value);
-    }
-    assert_eq!(request.send().await.unwrap().status(), 200);
     let store = kvitto::store::Store::connect(&setup.env.config.database)
         .await
         .unwrap();

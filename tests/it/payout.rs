@@ -12,6 +12,13 @@ use crate::support::Runtime;
 
 const STRIPE_PAYOUT: &str = r#"{"rail":"stripe","account":"acct_1KvittoKund42"}"#;
 
+/// Leaves the provider's notification as the only thing that can move a
+/// settlement on within a test.
+fn no_status_lookups(config: &mut kvitto::config::Config) {
+    config.settlement.first_status_check_secs = 3_600;
+    config.settlement.reconcile_after_secs = 3_600;
+}
+
 fn swish_uuid(settlement_id: uuid::Uuid) -> String {
     settlement_id.simple().to_string().to_uppercase()
 }
@@ -29,13 +36,8 @@ async fn reward(h: &Money, seed: u64, feedback_id: &str, payout: &str) {
 }
 
 async fn swish_reward_is_paid_once_and_accounted(runtime: Runtime) {
-    let Some(h) = Money::start(runtime, |c| {
-        // Only Swish's callback can move it on within the test.
-        c.settlement.first_status_check_secs = 3_600;
-        c.settlement.reconcile_after_secs = 3_600;
-    })
-    .await
-    else {
+    // Only Swish's callback can move it on within the test.
+    let Some(h) = Money::start(runtime, no_status_lookups).await else {
         return;
     };
     reward(&h, 1, "fb-swish", SWISH_PAYOUT).await;
@@ -81,13 +83,8 @@ async fn swish_reward_is_paid_once_and_accounted(runtime: Runtime) {
 on_both_runtimes!(swish_reward_is_paid_once_and_accounted);
 
 async fn stripe_reward_moves_on_with_the_payout_webhook(runtime: Runtime) {
-    let Some(h) = Money::start(runtime, |c| {
-        // Only the webhook can move it on within the test.
-        c.settlement.first_status_check_secs = 3_600;
-        c.settlement.reconcile_after_secs = 3_600;
-    })
-    .await
-    else {
+    // Only the webhook can move it on within the test.
+    let Some(h) = Money::start(runtime, no_status_lookups).await else {
         return;
     };
     reward(&h, 2, "fb-stripe", STRIPE_PAYOUT).await;
