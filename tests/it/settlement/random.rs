@@ -27,11 +27,13 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::support::Money;
-use crate::support::{Runtime, eventually};
+use crate::support::{Runtime, eventually, eventually_within};
 
 const PURCHASES: usize = 2_000;
 const CUSTOMERS: u32 = 150;
 const SEED: u64 = 20_261_204;
+/// How long the run's big waits may take on a busy two-core machine.
+const LONG_WAIT: Duration = Duration::from_secs(180);
 
 fn api_key(business_id: &str) -> String {
     format!("fb_test_{business_id}_random0123456789abcdef")
@@ -263,7 +265,7 @@ async fn randomized_run_balances_and_pays_each_purchase_once(runtime: Runtime) {
         .expect("sender ran");
     assert_eq!(report.unexpected_total(), 0, "{report}");
     let accepted = report.purchases.len() as i64;
-    eventually("every purchase stored", || async {
+    eventually_within("every purchase stored", LONG_WAIT, || async {
         let stored = h.harness.kvitto.store.count_transactions().await.ok()?;
         (stored >= accepted).then_some(())
     })
@@ -328,14 +330,18 @@ async fn randomized_run_balances_and_pays_each_purchase_once(runtime: Runtime) {
         (stored == feedback_ids.len() as i64).then_some(())
     })
     .await;
-    eventually("every feedback decided and settlement final", || async {
-        let waiting = h.count("feedback", "state = 'waiting'").await;
-        let open = h
-            .count("settlements", "state IN ('pending', 'submitted')")
-            .await;
-        let refunded = rows::refunded_settlements(h.pool(), 10).await.ok()?;
-        (waiting == 0 && open == 0 && refunded.is_empty()).then_some(())
-    })
+    eventually_within(
+        "every feedback decided and settlement final",
+        LONG_WAIT,
+        || async {
+            let waiting = h.count("feedback", "state = 'waiting'").await;
+            let open = h
+                .count("settlements", "state IN ('pending', 'submitted')")
+                .await;
+            let refunded = rows::refunded_settlements(h.pool(), 10).await.ok()?;
+            (waiting == 0 && open == 0 && refunded.is_empty()).then_some(())
+        },
+    )
     .await;
 
     audit(&h).await;
