@@ -380,6 +380,9 @@ fn metrics_doc_names_every_throttled_log_site() {
         .expect("a row for the suppressed log lines");
     for site in ThrottleSite::ALL {
         let label = format!("`{}`", site.as_str());
-        assert!(row.contains(&label), "{METRICS_DOC} does not name site {label}");
+        assert!(
+            row.contains(&label),
+            "{METRICS_DOC} does not name site {label}"
+        );
     }
 }
