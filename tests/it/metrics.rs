@@ -1,11 +1,14 @@
 //! The operational metrics, read from `/metrics` the way Prometheus reads
 //! them: consumer lag on both runtimes, signature failures per integration,
-//! the in-flight gauge, the log-flood counter and the process metrics.
+//! the in-flight gauge, the log-flood counter and the process metrics; and
+//! the catalog in docs/metrics.md against the one in the code.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kvitto::providers::ProviderKind;
 use kvitto::sandbox::{Fault, WebhookKind};
+use kvitto::telemetry::throttle::ThrottleSite;
 use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
 
@@ -327,4 +330,59 @@ async fn end_to_end_latency_counts_published_transactions_only() {
         "the duplicate published nothing"
     );
     h.shutdown().await;
+}
+
+const CATALOG: &str = "src/telemetry/catalog.rs";
+const METRICS_DOC: &str = "docs/metrics.md";
+
+/// Every metric name the catalog declares: its `"kvitto_..."` literals.
+fn catalog_names() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(CATALOG).expect("catalog source");
+    text.match_indices("\"kvitto_")
+        .filter_map(|(at, _)| {
+            let name = &text[at + 1..];
+            name.find('"').map(|end| name[..end].to_string())
+        })
+        .collect()
+}
+
+/// The first column of every table row in docs/metrics.md naming a
+/// `kvitto_` metric.
+fn documented_names(doc: &str) -> BTreeSet<String> {
+    doc.lines()
+        .filter_map(|line| line.strip_prefix("| `kvitto_"))
+        .filter_map(|rest| rest.split_once('`'))
+        .map(|(name, _)| format!("kvitto_{name}"))
+        .collect()
+}
+
+#[test]
+fn metrics_doc_lists_every_catalog_metric_and_no_other() {
+    let doc = std::fs::read_to_string(METRICS_DOC).expect("metrics doc");
+    let declared = catalog_names();
+    let documented = documented_names(&doc);
+    assert!(declared.len() >= 30, "{declared:?}");
+    let undocumented: Vec<&String> = declared.difference(&documented).collect();
+    let unknown: Vec<&String> = documented.difference(&declared).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "declared in {CATALOG} but not in {METRICS_DOC}: {undocumented:?}; \
+         in {METRICS_DOC} but not declared: {unknown:?}"
+    );
+}
+
+#[test]
+fn metrics_doc_names_every_throttled_log_site() {
+    let doc = std::fs::read_to_string(METRICS_DOC).expect("metrics doc");
+    let row = doc
+        .lines()
+        .find(|line| line.starts_with("| `kvitto_log_lines_suppressed_total`"))
+        .expect("a row for the suppressed log lines");
+    for site in ThrottleSite::ALL {
+        let label = format!("`{}`", site.as_str());
+        assert!(
+            row.contains(&label),
+            "{METRICS_DOC} does not name site {label}"
+        );
+    }
 }

@@ -1,15 +1,18 @@
 //! The monitoring files against a real Prometheus scraping a real kvitto:
 //! simulated traffic from every provider (duplicates, forged signatures, a
-//! dead letter), then, through Prometheus's HTTP API, every rule group
-//! loads and evaluates cleanly, every dashboard, alert and recording query
-//! runs and finds the metrics and labels it names, the panels that should
-//! show data do, and the traffic provokes the alerts it should and no
-//! others.
+//! dead letter) and rewards for some of the purchases, paid through the
+//! sandbox's payout rails (with a duplicate feedback, one that earns
+//! nothing and a spell of Swish payout errors); then, through Prometheus's
+//! HTTP API, every rule group loads and evaluates cleanly, every dashboard,
+//! alert and recording query runs and finds the metrics and labels it
+//! names, the panels that should show data do, and the traffic provokes the
+//! alerts it should and no others.
 //!
 //! Problems are collected and reported together, so one run names every
 //! missing metric rather than the first.
 
 mod promql;
+mod rewards;
 mod server;
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +26,7 @@ use serde_json::Value;
 
 use self::server::Prometheus;
 use crate::rules::{DASHBOARD, RULE_FILES, dashboard_panels, load_dashboard, tool_or_skip};
+use crate::settlement::support::Money;
 use crate::support::{Harness, Runtime, eventually};
 
 /// What `$__rate_interval` stands for: long enough that the whole run's
@@ -66,9 +70,23 @@ const PANELS_WITH_DATA: &[&str] = &[
     "Memory",
     "File descriptors",
     "Threads and uptime",
+    "Ledger balanced",
+    "Oldest unfinished settlement",
+    "Feedback received by outcome",
+    "Feedback match outcomes",
+    "Settlements by rail and state",
+    "Rewards paid per hour",
+    "Purchase to payout",
+    "Rail calls by outcome",
+    "Rail call error share",
+    "Rail call latency p99",
 ];
 /// Alerts the traffic provokes: pending or firing once it is scraped.
-const ALERTS_PROVOKED: &[&str] = &["KvittoDeadLetters", "KvittoSignatureFailures"];
+const ALERTS_PROVOKED: &[&str] = &[
+    "KvittoDeadLetters",
+    "KvittoSignatureFailures",
+    "KvittoPayoutRailFailing",
+];
 /// Alerts a healthy kvitto under this traffic must not show at all.
 const ALERTS_QUIET: &[&str] = &[
     "KvittoDown",
@@ -76,6 +94,8 @@ const ALERTS_QUIET: &[&str] = &[
     "KvittoIngestErrors",
     "KvittoActorRestartLoop",
     "KvittoEventStuckRetrying",
+    "KvittoLedgerUnbalanced",
+    "KvittoSettlementsStuck",
 ];
 
 on_both_runtimes!(prometheus_finds_every_metric_the_dashboard_and_rules_use);
@@ -83,9 +103,11 @@ async fn prometheus_finds_every_metric_the_dashboard_and_rules_use(runtime: Runt
     let Some(binary) = tool_or_skip("prometheus") else {
         return;
     };
-    let Some(h) = Harness::start(runtime, |config| config.processing.max_attempts = 2).await else {
+    let Some(money) = Money::start(runtime, |config| config.processing.max_attempts = 2).await
+    else {
         return;
     };
+    let h = &money.harness;
     let prometheus = Prometheus::start(&binary, h.kvitto.admin_addr).await;
     eventually("the first scrape of kvitto", || async {
         let up = prometheus.query(r#"up{job="kvitto"} == 1"#).await.ok()?;
@@ -96,15 +118,19 @@ async fn prometheus_finds_every_metric_the_dashboard_and_rules_use(runtime: Runt
     // Two waves, each scraped before the next: a counter series is born at
     // its first increment, and rate() and increase() only see growth that
     // Prometheus watched happen.
-    let mut purchases = send_wave(&h, 1, 14, 0.0, FORGED_FIRST).await;
-    wait_until_processed(&h, purchases, None).await;
-    purchases += send_trouble(&h).await;
-    wait_until_processed(&h, purchases, None).await;
+    let mut purchases = send_wave(h, 1, 14, 0.0, FORGED_FIRST).await;
+    wait_until_processed(h, purchases, None).await;
+    purchases += rewards::reward_wave(&money, 1).await;
+    purchases += send_trouble(h).await;
+    purchases += rewards::swish_outage(&money, &prometheus).await;
+    wait_until_processed(h, purchases, None).await;
     prometheus.wait_for_scrapes(2.0).await;
-    purchases += send_wave(&h, 2, 28, 0.1, FORGED_SECOND).await;
-    send_undecodable(&h).await;
+    purchases += send_wave(h, 2, 28, 0.1, FORGED_SECOND).await;
+    send_undecodable(h).await;
     let dead_letter = r#"kvitto_deadletter_total{provider="square",reason="undecodable"} 1"#;
-    wait_until_processed(&h, purchases, Some(dead_letter)).await;
+    wait_until_processed(h, purchases, Some(dead_letter)).await;
+    purchases += rewards::reward_wave(&money, 2).await;
+    wait_until_processed(h, purchases, None).await;
     prometheus.wait_for_scrapes(SCRAPES_AFTER_TRAFFIC).await;
 
     let mut problems = Vec::new();
@@ -124,7 +150,7 @@ async fn prometheus_finds_every_metric_the_dashboard_and_rules_use(runtime: Runt
         problems.join("\n  ")
     );
     drop(prometheus);
-    h.shutdown().await;
+    money.shutdown().await;
 }
 
 /// Sends simulator traffic for every provider plus `forged` generic
@@ -410,6 +436,12 @@ async fn check_alerts(prometheus: &Prometheus, problems: &mut Vec<String>) {
     });
     if !dead_letter {
         problems.push("alert KvittoDeadLetters not firing for square/undecodable".into());
+    }
+    let rail_failing = alerts.iter().any(|a| {
+        a["labels"]["alertname"] == "KvittoPayoutRailFailing" && a["labels"]["rail"] == "swish"
+    });
+    if !rail_failing {
+        problems.push("alert KvittoPayoutRailFailing not active for swish".into());
     }
 
     // A scrape that times out on a loaded machine makes KvittoDown pending
