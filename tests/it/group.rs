@@ -13,7 +13,11 @@ async fn two_instances_in_one_consumer_group_process_everything_once() {
     let Some(h) = Harness::start(Runtime::KafkaPostgres, |_| {}).await else {
         return;
     };
-    let second = kvitto::app::start(h.env.config.clone())
+    // The second instance listens on ports of its own.
+    let mut second_config = h.env.config.clone();
+    second_config.server.webhook_listen = "127.0.0.1:0".into();
+    second_config.server.admin_listen = "127.0.0.1:0".into();
+    let second = kvitto::app::start(second_config)
         .await
         .expect("second instance starts");
 

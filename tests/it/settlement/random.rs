@@ -473,7 +473,9 @@ async fn audit(h: &Money) {
     // is the settlement's state.
     let mut last: HashMap<String, (i64, String)> = HashMap::new();
     let mut seen: HashMap<String, Value> = HashMap::new();
-    for event in h.settlement_events().await {
+    let events = h.settlement_events().await;
+    eprintln!("randomized run: {} events on the settlements topic", events.len());
+    for event in events {
         let id = event["id"].as_str().unwrap().to_string();
         if let Some(earlier) = seen.insert(id.clone(), event.clone()) {
             assert_eq!(earlier, event, "{id} published with two contents");

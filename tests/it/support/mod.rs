@@ -272,10 +272,12 @@ impl Harness {
     }
 
     /// Messages on an output topic, read from the beginning.
+    /// Every message on `topic`. The read stops early once every partition
+    /// is read to its end; the timeout is for a big topic on a busy broker.
     pub async fn topic(&self, topic: &str) -> Vec<kvitto::bus::Delivery> {
         self.kvitto
             .bus
-            .read_all(topic, 100_000, Duration::from_secs(10))
+            .read_all(topic, 100_000, Duration::from_secs(60))
             .await
             .expect("read topic")
     }
