@@ -683,13 +683,22 @@ async fn publish_outbox(context: &SettlementContext) -> Result<(), TickError> {
 
 async fn check_health(context: &SettlementContext) {
     let pool = context.store.pool();
-    let oldest = rows::oldest_unfinished(pool).await.ok().flatten();
-    let oldest_unfinished = oldest
-        .and_then(|created| (Utc::now() - created).to_std().ok())
-        .unwrap_or_default();
+    let oldest = match rows::oldest_unfinished(pool).await {
+        Ok(oldest) => oldest,
+        Err(error) => {
+            tracing::warn!(%error, "ledger check could not run");
+            return;
+        }
+    };
+    let age = |since: Option<chrono::DateTime<Utc>>| {
+        since
+            .and_then(|since| (Utc::now() - since).to_std().ok())
+            .unwrap_or_default()
+    };
     match ledger::check(pool).await {
         Ok(report) => emit(SettlementHealth {
-            oldest_unfinished,
+            oldest_pending: age(oldest.pending_since),
+            oldest_submitted: age(oldest.submitted_since),
             ledger_problems: &report.problems,
         }),
         Err(error) => tracing::warn!(%error, "ledger check could not run"),

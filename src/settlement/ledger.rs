@@ -137,13 +137,16 @@ pub async fn post(
 }
 
 /// One account's balance (debits minus credits).
-pub async fn balance(pool: &sqlx::AnyPool, account: &str) -> Result<i64, StoreError> {
+pub async fn balance<'e, E>(executor: E, account: &str) -> Result<i64, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS balance \
          FROM ledger_entries WHERE account = $1",
     )
     .bind(account)
-    .fetch_one(pool)
+    .fetch_one(executor)
     .await?;
     Ok(row.try_get::<i64, _>("balance")?)
 }
@@ -178,12 +181,20 @@ impl LedgerReport {
 /// and not yet paid or released; each rail's clearing is what it paid; the
 /// fees are those of unreleased settlements; claw-backs are those recorded).
 pub async fn check(pool: &sqlx::AnyPool) -> Result<LedgerReport, StoreError> {
+    // Every read below sees one snapshot: on PostgreSQL a repeatable-read
+    // transaction, on SQLite (WAL) any read transaction.
+    let mut tx = pool.begin().await?;
+    if tx.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+    }
     let mut report = LedgerReport::default();
     let unbalanced = sqlx::query(
         "SELECT journal_id, CAST(SUM(amount_minor) AS BIGINT) AS total FROM ledger_entries \
          GROUP BY journal_id HAVING SUM(amount_minor) <> 0",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     for row in &unbalanced {
         let id: String = row.try_get("journal_id")?;
@@ -225,9 +236,9 @@ pub async fn check(pool: &sqlx::AnyPool) -> Result<LedgerReport, StoreError> {
         ),
     ];
     for (account, query, sign) in expected {
-        let row = sqlx::query(query).fetch_one(pool).await?;
+        let row = sqlx::query(query).fetch_one(&mut *tx).await?;
         let want = sign * row.try_get::<i64, _>("v")?;
-        let have = balance(pool, &account).await?;
+        let have = balance(&mut *tx, &account).await?;
         if have != want {
             report
                 .problems
@@ -237,7 +248,7 @@ pub async fn check(pool: &sqlx::AnyPool) -> Result<LedgerReport, StoreError> {
     let total = sqlx::query(
         "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS v FROM ledger_entries",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?
     .try_get::<i64, _>("v")?;
     if total != 0 {
@@ -245,6 +256,7 @@ pub async fn check(pool: &sqlx::AnyPool) -> Result<LedgerReport, StoreError> {
             .problems
             .push(format!("the ledger as a whole is off by {total}"));
     }
+    tx.rollback().await?;
     Ok(report)
 }
 

@@ -1075,17 +1075,36 @@ pub async fn count_attempt(pool: &AnyPool, settlement: &Settlement) -> Result<()
     Ok(())
 }
 
-/// When the oldest settlement that is not final was created.
-pub async fn oldest_unfinished(pool: &AnyPool) -> Result<Option<DateTime<Utc>>, StoreError> {
+/// Since when the oldest unfinished settlements have waited: the oldest
+/// `pending` one since it was written (no provider has taken its payout),
+/// and the oldest `submitted` one since its submission (the provider has
+/// it and has not finished it).
+pub async fn oldest_unfinished(pool: &AnyPool) -> Result<OldestUnfinished, StoreError> {
     let row = sqlx::query(
-        "SELECT MIN(created_at) AS oldest FROM settlements WHERE state IN ('pending', 'submitted')",
+        "SELECT (SELECT MIN(created_at) FROM settlements WHERE state = 'pending') AS pending, \
+         (SELECT MIN(COALESCE(submitted_at, created_at)) FROM settlements \
+          WHERE state = 'submitted') AS submitted",
     )
     .fetch_one(pool)
     .await?;
-    row.try_get::<Option<String>, _>("oldest")?
-        .as_deref()
-        .map(parse_time)
-        .transpose()
+    let time = |column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        row.try_get::<Option<String>, _>(column)?
+            .as_deref()
+            .map(parse_time)
+            .transpose()
+    };
+    Ok(OldestUnfinished {
+        pending_since: time("pending")?,
+        submitted_since: time("submitted")?,
+    })
+}
+
+/// What [`oldest_unfinished`] found; `None` where no settlement is in
+/// that state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OldestUnfinished {
+    pub pending_since: Option<DateTime<Utc>>,
+    pub submitted_since: Option<DateTime<Utc>>,
 }
 
 /// How many settlements are in each state, with what they amount to.

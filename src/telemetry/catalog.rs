@@ -258,7 +258,7 @@ fn describe_settlement() {
     describe_gauge!(
         SETTLEMENT_OLDEST_UNFINISHED_SECONDS,
         Unit::Seconds,
-        "Age of the oldest settlement that is neither paid, failed nor canceled."
+        "How long the oldest unfinished settlement has waited, by state: pending since written, submitted since submission."
     );
     describe_counter!(
         SETTLEMENT_ACTOR_RESTARTS,
@@ -275,5 +275,15 @@ fn describe_settlement() {
         for state in ["pending", "submitted", "paid", "failed", "canceled"] {
             counter!(SETTLEMENT_TRANSITIONS, "rail" => rail, "state" => state).increment(0);
         }
+        // Zero from the start, so a rail's first failure shows in increase().
+        for operation in ["submit", "status"] {
+            for outcome in ["ok", "transient", "refused", "config"] {
+                counter!(RAIL_CALLS, "rail" => rail, "operation" => operation, "outcome" => outcome)
+                    .increment(0);
+            }
+        }
+    }
+    for state in ["pending", "submitted"] {
+        gauge!(SETTLEMENT_OLDEST_UNFINISHED_SECONDS, "state" => state).set(0.0);
     }
 }

@@ -99,14 +99,20 @@ impl Event for RailCalled<'_> {
             .increment(1);
         histogram!(RAIL_CALL_SECONDS, "rail" => self.rail).record(self.elapsed.as_secs_f64());
         let Some(detail) = self.detail else { return };
+        // Both are retried every few seconds while the cause lasts: the
+        // throttle keeps one line a minute and says how many it dropped.
+        let Some(suppressed) = RAIL_FAILED_LOG.allow() else {
+            return;
+        };
         if self.outcome == "config" {
             tracing::error!(
                 rail = self.rail,
                 settlement_id = self.settlement_id,
                 detail,
+                suppressed,
                 "payout rail is not usable; payouts wait"
             );
-        } else if let Some(suppressed) = RAIL_FAILED_LOG.allow() {
+        } else {
             tracing::warn!(
                 rail = self.rail,
                 operation = self.operation,
@@ -142,13 +148,19 @@ impl Event for SettlementActorRestarted {
 
 /// The periodic look at unfinished settlements and the ledger.
 pub struct SettlementHealth<'a> {
-    pub oldest_unfinished: Duration,
+    /// Since the oldest `pending` settlement was written.
+    pub oldest_pending: Duration,
+    /// Since the oldest `submitted` settlement was submitted.
+    pub oldest_submitted: Duration,
     pub ledger_problems: &'a [String],
 }
 
 impl Event for SettlementHealth<'_> {
     fn emit(self) {
-        gauge!(SETTLEMENT_OLDEST_UNFINISHED_SECONDS).set(self.oldest_unfinished.as_secs_f64());
+        gauge!(SETTLEMENT_OLDEST_UNFINISHED_SECONDS, "state" => "pending")
+            .set(self.oldest_pending.as_secs_f64());
+        gauge!(SETTLEMENT_OLDEST_UNFINISHED_SECONDS, "state" => "submitted")
+            .set(self.oldest_submitted.as_secs_f64());
         let balanced = self.ledger_problems.is_empty();
         gauge!(LEDGER_BALANCED).set(if balanced { 1.0 } else { 0.0 });
         for problem in self.ledger_problems.iter().take(5) {

@@ -474,7 +474,10 @@ async fn audit(h: &Money) {
     let mut last: HashMap<String, (i64, String)> = HashMap::new();
     let mut seen: HashMap<String, Value> = HashMap::new();
     let events = h.settlement_events().await;
-    eprintln!("randomized run: {} events on the settlements topic", events.len());
+    eprintln!(
+        "randomized run: {} events on the settlements topic",
+        events.len()
+    );
     for event in events {
         let id = event["id"].as_str().unwrap().to_string();
         if let Some(earlier) = seen.insert(id.clone(), event.clone()) {
