@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Arbiter, AsyncContext, Context, Handler, Message,
+    Actor, ActorContext, ActorFutureExt, Addr, Arbiter, AsyncContext, Context, Handler, Message,
     ResponseActFuture, Supervised, Supervisor, WrapFuture,
 };
 use chrono::{Duration, Utc};
@@ -31,7 +31,7 @@ use futures::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use super::feedback::Feedback;
+use super::feedback::{Feedback, MAX_FEEDBACK_BYTES};
 use super::matching::{self, Match, Tolerance};
 use super::rails::{PayoutOrder, PayoutStatus, RailError, Rails};
 use super::store::{
@@ -92,6 +92,10 @@ pub struct Engine {
     stop_tx: watch::Sender<bool>,
     done_rx: mpsc::Receiver<&'static str>,
     arbiter: Arbiter,
+    // A supervisor restarts its actor only while someone holds an address
+    // of it: these are held for the engine's life.
+    _intake: Addr<Intake>,
+    _settler: Addr<Settler>,
 }
 
 impl Engine {
@@ -108,13 +112,13 @@ impl Engine {
         });
         let arbiter = Arbiter::new();
         let (intake_ctx, intake_done) = (context.clone(), done_tx.clone());
-        Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Intake {
+        let intake = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Intake {
             context: intake_ctx,
             done_tx: intake_done,
             consumer: None,
             last_failure: "unknown",
         });
-        Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Settler {
+        let settler = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Settler {
             context,
             done_tx,
             last_health: None,
@@ -123,6 +127,8 @@ impl Engine {
             stop_tx,
             done_rx,
             arbiter,
+            _intake: intake,
+            _settler: settler,
         }
     }
 
@@ -243,9 +249,20 @@ async fn intake_step(context: Arc<SettlementContext>, consumer: Option<Consumer>
     // The message is committed only once its effects are durable; until
     // then a failure retries the same delivery (a fresh consumer re-reads it
     // from the last commit).
+    // Lets a test make one intake step panic, to see the actor restarted.
+    fail::fail_point!("settlement-intake-step");
     loop {
         match intake_one(&context, &delivery).await {
             Ok(()) => break,
+            // The database refuses this message's data and always will:
+            // it goes to the dead letters so the feedback behind it moves.
+            Err(IntakeError::Store(error)) if error.is_permanent() => {
+                match dead_letter(&context, &delivery, "store_rejected", error.to_string()).await {
+                    Ok(()) => break,
+                    Err(error) => tracing::warn!(%error, "dead letter not written yet; retrying"),
+                }
+                tokio::time::sleep(INTAKE_RETRY_PAUSE).await;
+            }
             Err(error) => {
                 tracing::warn!(%error, offset = delivery.offset, "feedback not stored yet; retrying");
                 if *stopping.borrow() {
@@ -269,26 +286,49 @@ enum IntakeError {
     Bus(#[from] BusError),
 }
 
+/// Writes a feedback message that cannot be taken to the dead letters. A
+/// message over [`MAX_FEEDBACK_BYTES`] keeps only its first bytes there, so
+/// its dead letter stays within what the bus carries.
+async fn dead_letter(
+    context: &SettlementContext,
+    delivery: &Delivery,
+    reason: &str,
+    detail: String,
+) -> Result<(), BusError> {
+    let mut letter = DeadLetter::new(delivery, reason, detail, Utc::now());
+    letter.provider = "feedback".into();
+    if delivery.message.payload.len() > MAX_FEEDBACK_BYTES {
+        use base64::Engine as _;
+        letter.body_base64 = base64::engine::general_purpose::STANDARD
+            .encode(&delivery.message.payload[..MAX_FEEDBACK_BYTES]);
+    }
+    let message = letter.message(&delivery.message.key);
+    let timeout = StdDuration::from_millis(context.config.bus.publish_timeout_ms);
+    context
+        .bus
+        .publish(&context.config.bus.deadletter_topic(), &message, timeout)
+        .await?;
+    emit(FeedbackReceived { outcome: "invalid" });
+    tracing::warn!(reason, "feedback dead-lettered");
+    Ok(())
+}
+
 /// Stores one feedback message and tries to match it.
 async fn intake_one(context: &SettlementContext, delivery: &Delivery) -> Result<(), IntakeError> {
-    let feedback = match Feedback::parse(&delivery.message.payload) {
+    let payload = &delivery.message.payload;
+    if payload.len() > MAX_FEEDBACK_BYTES {
+        let detail = format!(
+            "body: {} bytes, over the limit of {MAX_FEEDBACK_BYTES}; the dead letter keeps the first {MAX_FEEDBACK_BYTES}",
+            payload.len()
+        );
+        dead_letter(context, delivery, "invalid_feedback", detail).await?;
+        return Ok(());
+    }
+    let feedback = match Feedback::parse(payload) {
         Ok(feedback) => feedback,
         Err(invalid) => {
-            let mut letter = DeadLetter::new(
-                delivery,
-                "invalid_feedback",
-                invalid.to_string(),
-                Utc::now(),
-            );
-            letter.provider = "feedback".into();
-            let message = letter.message(&delivery.message.key);
-            let timeout = StdDuration::from_millis(context.config.bus.publish_timeout_ms);
-            context
-                .bus
-                .publish(&context.config.bus.deadletter_topic(), &message, timeout)
-                .await?;
-            emit(FeedbackReceived { outcome: "invalid" });
-            tracing::warn!(field = %invalid.field, reason = %invalid.reason, "feedback dead-lettered");
+            tracing::warn!(field = %invalid.field, reason = %invalid.reason, "feedback refused");
+            dead_letter(context, delivery, "invalid_feedback", invalid.to_string()).await?;
             return Ok(());
         }
     };
@@ -755,41 +795,44 @@ pub async fn apply_signal(
     use super::SettlementSignal;
     let pool = store.pool();
     match signal {
-        SettlementSignal::Payout { status, .. } => {
-            let (provider_ref, change) = match status {
-                PayoutStatus::Paid { provider_ref } => (
-                    provider_ref,
-                    Change::Paid {
-                        provider_ref: Some(provider_ref.clone()),
-                    },
-                ),
+        SettlementSignal::Payout {
+            rail,
+            account,
+            status,
+        } => {
+            // A hint, like Swish's callback: the webhook is signed with an
+            // integration's secret, which is the merchant's, so what it says
+            // of a payout is asked of the provider before anything moves.
+            let provider_ref = match status {
+                PayoutStatus::Paid { provider_ref } | PayoutStatus::InFlight { provider_ref } => {
+                    provider_ref
+                }
                 PayoutStatus::Failed {
                     provider_ref: Some(provider_ref),
-                    reason,
-                } => (
-                    provider_ref,
-                    Change::Failed {
-                        provider_ref: Some(provider_ref.clone()),
-                        reason: reason.clone(),
-                    },
-                ),
-                _ => return Ok(()),
+                    ..
+                } => provider_ref,
+                PayoutStatus::Failed { .. } => return Ok(()),
             };
-            for _ in 0..3 {
-                let Some(settlement) = rows::settlement_by_provider_ref(pool, provider_ref).await?
-                else {
-                    tracing::debug!(%provider_ref, "payout signal for a payout not stored yet");
-                    return Ok(());
-                };
-                if settlement.state.is_final() {
-                    return Ok(());
-                }
-                if let Some(next) = rows::change(pool, &settlement, change.clone()).await? {
-                    moved(&next);
-                    return Ok(());
-                }
+            let Some(settlement) = rows::settlement_by_provider_ref(pool, provider_ref).await?
+            else {
+                tracing::debug!(%provider_ref, "payout signal for a payout not stored yet");
+                return Ok(());
+            };
+            let same_account = match (account, &settlement.destination) {
+                (Some(account), super::Destination::Stripe { account: own }) => account == own,
+                (None, _) => true,
+                (Some(_), _) => false,
+            };
+            if settlement.rail() != *rail || !same_account {
+                tracing::warn!(
+                    %provider_ref,
+                    settlement_id = %settlement.id,
+                    "payout signal names another rail or account than its settlement; ignored"
+                );
+                return Ok(());
             }
-            Err(StoreError::Contended)
+            rows::recheck_now(pool, provider_ref, *rail).await?;
+            Ok(())
         }
         SettlementSignal::Transfer {
             transfer_ref,

@@ -15,6 +15,10 @@ const MAX_ID_CHARS: usize = 128;
 /// Longest customer reference (an opaque hash of the customer).
 const MAX_CUSTOMER_REF_CHARS: usize = 128;
 const MAX_SCORE: u8 = 100;
+/// The largest feedback message kvitto reads (one is a few hundred bytes).
+pub const MAX_FEEDBACK_BYTES: usize = 16 * 1024;
+/// The largest purchase amount a feedback may name: 10 million kronor.
+const MAX_AMOUNT_MINOR: i64 = 1_000_000_000;
 
 /// One scored feedback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +69,17 @@ fn invalid(field: &str, reason: impl Into<String>) -> InvalidFeedback {
 
 impl Feedback {
     /// Parses and validates one message.
+    ///
+    /// The reasons name fields and what they must be, never the values
+    /// given: a refused message may hold a personal identity number, and
+    /// the reason is logged and dead-lettered.
     pub fn parse(bytes: &[u8]) -> Result<Feedback, InvalidFeedback> {
+        if bytes.len() > MAX_FEEDBACK_BYTES {
+            return Err(invalid(
+                "body",
+                format!("must be at most {MAX_FEEDBACK_BYTES} bytes"),
+            ));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         let feedback: Feedback =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -73,7 +87,7 @@ impl Feedback {
                 let field = if path == "." { "body".into() } else { path };
                 InvalidFeedback {
                     field,
-                    reason: error.into_inner().to_string(),
+                    reason: without_values(&error.into_inner().to_string()),
                 }
             })?;
         deserializer
@@ -96,8 +110,45 @@ impl Feedback {
     }
 }
 
+/// serde's messages about a wrong value quote it (``invalid type: integer
+/// `199001011234`, expected a string``, `invalid value: string "…"`); the
+/// value is cut out, its kind and what was expected kept. Messages that
+/// quote field or variant names are left as they are.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        let kind = rest.split([' ', '`', '"', ',']).next().unwrap_or_default();
+        let expected = rest
+            .find(", expected")
+            .map(|at| &rest[at..])
+            .unwrap_or_default();
+        return format!("{prefix}{kind}{expected}");
+    }
+    message.to_string()
+}
+
 impl PurchaseHint {
     fn validate(&self) -> Result<(), InvalidFeedback> {
+        // Whatever is given is checked, even beside a transaction id that
+        // makes it unused: all of it is stored.
+        if let Some(amount) = self.amount_minor
+            && !(1..=MAX_AMOUNT_MINOR).contains(&amount)
+        {
+            return Err(invalid(
+                "purchase.amount_minor",
+                format!("must be 1 to {MAX_AMOUNT_MINOR}"),
+            ));
+        }
+        if let Some(currency) = &self.currency
+            && !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(invalid(
+                "purchase.currency",
+                "must be an upper-case ISO 4217 code",
+            ));
+        }
         if let Some(id) = &self.provider_transaction_id {
             return check_id("purchase.provider_transaction_id", id, MAX_ID_CHARS);
         }
@@ -140,6 +191,10 @@ fn check_id(field: &str, value: &str, max_chars: usize) -> Result<(), InvalidFee
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
     if !value.chars().all(allowed) {
         return Err(invalid(field, "may hold only A-Z, a-z, 0-9 and - _ . :"));
+    }
+    // `.` and `..` would be path segments in the URLs that name it.
+    if value.chars().all(|c| c == '.') {
+        return Err(invalid(field, "must hold more than dots"));
     }
     Ok(())
 }
@@ -277,6 +332,50 @@ mod tests {
         assert_eq!(
             Feedback::parse(text.as_bytes()).unwrap_err().field,
             "feedback_id"
+        );
+    }
+
+    #[test]
+    fn a_refused_value_is_never_repeated_in_the_reason() {
+        let number_ssn = r#"{"rail":"swish","number":"46701234567","ssn":199001011234}"#;
+        let text = body(r#"{"provider_transaction_id":"p"}"#, number_ssn);
+        let error = Feedback::parse(text.as_bytes()).unwrap_err();
+        assert!(error.field.starts_with("payout"), "{error}");
+        assert!(!error.to_string().contains("199001011234"), "{error}");
+        assert!(error.reason.contains("expected a string"), "{error}");
+    }
+
+    #[test]
+    fn purchase_fields_beside_a_transaction_id_are_checked_too() {
+        let nul = body(
+            r#"{"provider_transaction_id":"p","currency":"S\u0000K"}"#,
+            SWISH,
+        );
+        let error = Feedback::parse(nul.as_bytes()).unwrap_err();
+        assert_eq!(error.field, "purchase.currency");
+        let huge = body(
+            r#"{"provider_transaction_id":"p","amount_minor":9223372036854775807}"#,
+            SWISH,
+        );
+        let error = Feedback::parse(huge.as_bytes()).unwrap_err();
+        assert_eq!(error.field, "purchase.amount_minor");
+    }
+
+    #[test]
+    fn dots_alone_and_oversized_bodies_are_refused() {
+        let dots = body(r#"{"provider_transaction_id":"p"}"#, SWISH).replace("fb-1", "..");
+        assert_eq!(
+            Feedback::parse(dots.as_bytes()).unwrap_err().field,
+            "feedback_id"
+        );
+        let padded = format!(
+            "{}{}",
+            body(r#"{"provider_transaction_id":"p"}"#, SWISH),
+            " ".repeat(MAX_FEEDBACK_BYTES)
+        );
+        assert_eq!(
+            Feedback::parse(padded.as_bytes()).unwrap_err().field,
+            "body"
         );
     }
 }

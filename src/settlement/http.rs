@@ -580,7 +580,12 @@ async fn swish_payout_callback(
     }
     let callback: SwishPayoutCallback = parse_json(&body)?;
     // A hint only: the status is asked of Swish on the next tick.
-    rows::recheck_now(state.store.pool(), &callback.payout_instruction_uuid).await?;
+    rows::recheck_now(
+        state.store.pool(),
+        &callback.payout_instruction_uuid,
+        super::Rail::Swish,
+    )
+    .await?;
     Ok(HttpResponse::Ok().finish())
 }
 

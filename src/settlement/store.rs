@@ -833,14 +833,19 @@ pub async fn lease(
 }
 
 /// Asks for a submitted payout's state to be checked at once (a Swish
-/// callback: a hint, never trusted on its own).
-pub async fn recheck_now(pool: &AnyPool, provider_ref: &str) -> Result<bool, StoreError> {
+/// callback or a Stripe payout webhook: a hint, never trusted on its own).
+pub async fn recheck_now(
+    pool: &AnyPool,
+    provider_ref: &str,
+    rail: Rail,
+) -> Result<bool, StoreError> {
     let result = sqlx::query(
         "UPDATE settlements SET next_attempt_at = $1 \
-         WHERE provider_ref = $2 AND state = 'submitted'",
+         WHERE provider_ref = $2 AND rail = $3 AND state = 'submitted'",
     )
     .bind(format_time(Utc::now()))
     .bind(provider_ref)
+    .bind(rail.as_str())
     .execute(pool)
     .await?;
     Ok(result.rows_affected() > 0)

@@ -304,3 +304,109 @@ async fn stripe_onboarding_creates_an_express_account_and_a_link(runtime: Runtim
     h.shutdown().await;
 }
 on_both_runtimes!(stripe_onboarding_creates_an_express_account_and_a_link);
+
+/// A Stripe payout webhook, signed with the demo Stripe integration's
+/// secret as any holder of it could.
+async fn signed_payout_event(h: &Money, event_type: &str, account: &str, payout_id: &str) -> u16 {
+    let integration = h
+        .harness
+        .integration(kvitto::providers::ProviderKind::Stripe);
+    let status = event_type.trim_start_matches("payout.");
+    let body = format!(
+        r#"{{"id":"evt_forged_{}","object":"event","type":"{event_type}","created":{},
+           "account":"{account}","livemode":false,"data":{{"object":{{"id":"{payout_id}","object":"payout",
+           "amount":2000,"currency":"sek","status":"{status}","failure_code":null,"failure_message":null}}}}}}"#,
+        uuid::Uuid::new_v4().simple(),
+        chrono::Utc::now().timestamp()
+    );
+    let signature = kvitto::providers::stripe::signature::sign(
+        &integration.signing_secrets[0],
+        chrono::Utc::now().timestamp(),
+        body.as_bytes(),
+    );
+    h.harness
+        .http
+        .post(
+            h.harness
+                .webhook_url(&format!("/webhooks/stripe/{}", integration.id)),
+        )
+        .header("stripe-signature", signature)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("kvitto answers")
+        .status()
+        .as_u16()
+}
+
+async fn payout_webhooks_move_only_what_the_provider_confirms(runtime: Runtime) {
+    let Some(h) = Money::start(runtime, no_status_lookups).await else {
+        return;
+    };
+    h.harness
+        .sandbox
+        .payouts
+        .set_notifications(Notifications::Withhold);
+    reward(&h, 21, "fb-forged-swish", SWISH_PAYOUT).await;
+    reward(&h, 22, "fb-forged-stripe", STRIPE_PAYOUT).await;
+    let swish = h
+        .wait_settlement_state("fb-forged-swish", SettlementState::Submitted)
+        .await;
+    let stripe = h
+        .wait_settlement_state("fb-forged-stripe", SettlementState::Submitted)
+        .await;
+    let stripe_payout = stripe.provider_ref.clone().expect("payout id");
+
+    // A Stripe event naming the Swish payout, one naming the Stripe payout
+    // on another account, and a false "failed" for the Stripe payout on its
+    // own account: the first two are ignored, the third makes kvitto ask
+    // Stripe, which says the payout was paid.
+    let uuid = swish_uuid(swish.id);
+    assert_eq!(
+        signed_payout_event(&h, "payout.failed", "acct_1Other", &uuid).await,
+        200
+    );
+    assert_eq!(
+        signed_payout_event(&h, "payout.failed", "acct_1Other", &stripe_payout).await,
+        200
+    );
+    let processed = |n: i64| {
+        let h = &h;
+        async move {
+            crate::support::eventually("forged events processed", || async {
+                let done = h
+                    .harness
+                    .processed_count("provider = 'stripe' AND outcome = 'settlement'")
+                    .await;
+                (done >= n).then_some(())
+            })
+            .await
+        }
+    };
+    processed(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        h.settlement("fb-forged-swish").await.unwrap().state,
+        SettlementState::Submitted
+    );
+    assert_eq!(
+        h.settlement("fb-forged-stripe").await.unwrap().state,
+        SettlementState::Submitted
+    );
+    assert_eq!(
+        signed_payout_event(&h, "payout.failed", "acct_1KvittoKund42", &stripe_payout).await,
+        200
+    );
+    let paid = h
+        .wait_settlement_state("fb-forged-stripe", SettlementState::Paid)
+        .await;
+    assert_eq!(paid.provider_ref.as_deref(), Some(stripe_payout.as_str()));
+    assert_eq!(
+        h.settlement("fb-forged-swish").await.unwrap().state,
+        SettlementState::Submitted
+    );
+    h.assert_ledger_balanced().await;
+    h.shutdown().await;
+}
+on_both_runtimes!(payout_webhooks_move_only_what_the_provider_confirms);

@@ -305,10 +305,14 @@ async fn bad_feedback_gets_a_clear_answer_and_harms_nothing(runtime: Runtime) {
     let (status, answer) = h.post_feedback("{not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
 
-    // Not valid feedback on the topic itself: dead-lettered, and the next
-    // message is still processed.
+    // Not valid feedback on the topic itself, and a message far larger
+    // than feedback (its dead letter keeps only its first bytes, so it
+    // fits on the bus): dead-lettered, and the next message is still
+    // processed.
     h.publish_feedback_raw("garbage", b"{\"feedback_id\": 7}")
         .await;
+    let huge = format!(r#"{{"feedback_id":"{}"}}"#, "x".repeat(800_000));
+    h.publish_feedback_raw("huge", huge.as_bytes()).await;
     assert_eq!(h.post_feedback(&good).await.0, StatusCode::ACCEPTED);
     h.settlement_of("fb-bad").await;
     let letters = h
@@ -319,14 +323,40 @@ async fn bad_feedback_gets_a_clear_answer_and_harms_nothing(runtime: Runtime) {
         .iter()
         .map(|d| serde_json::from_slice::<serde_json::Value>(&d.message.payload).unwrap()["data"]["reason"].to_string())
         .collect();
-    assert!(
-        reasons.iter().any(|r| r.contains("invalid_feedback")),
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("invalid_feedback"))
+            .count(),
+        2,
         "{reasons:?}"
+    );
+    assert!(
+        letters.iter().all(|d| d.message.payload.len() < 100_000),
+        "a dead letter as large as its message"
     );
     assert_eq!(h.count("feedback", "1 = 1").await, 1);
     h.shutdown().await;
 }
 on_both_runtimes!(bad_feedback_gets_a_clear_answer_and_harms_nothing);
+
+/// A panic in the intake actor: its supervisor restarts it, the metric and
+/// the log say so, and the feedback in hand is processed after all.
+async fn intake_restarts_after_a_panic(runtime: Runtime) {
+    let Some(h) = Money::start(runtime, no_rails).await else {
+        return;
+    };
+    fail::cfg("settlement-intake-step", "1*panic(boom)").unwrap();
+    let purchase = h.stored_purchase(41).await;
+    let body = h.feedback_for(&purchase.transaction_ref, "fb-restart", "cust-8", 95);
+    assert_eq!(h.post_feedback(&body).await.0, StatusCode::ACCEPTED);
+    h.settlement_of("fb-restart").await;
+    let restarts = h.metric_sum("kvitto_settlement_actor_restarts_total").await;
+    assert!(restarts >= 1.0, "no restart counted");
+    fail::remove("settlement-intake-step");
+    h.shutdown().await;
+}
+on_both_runtimes!(intake_restarts_after_a_panic);
 
 /// A purchase that is not completed backs no reward until it is.
 async fn pending_purchase_backs_no_reward(runtime: Runtime) {
