@@ -80,7 +80,13 @@ async fn accept(
         read_body(request, payload, state.config.server.max_body_bytes),
     )
     .await
-    .map_err(|_| IngressError::Timeout)??;
+    .map_err(|_| IngressError::Timeout)?
+    .map_err(|error| match error {
+        BodyError::TooLarge => IngressError::TooLarge {
+            max_body_bytes: state.config.server.max_body_bytes,
+        },
+        BodyError::Unreadable => IngressError::Malformed("request body could not be read".into()),
+    })?;
     let webhook = WebhookRequest {
         headers: request.headers(),
         body: &body,
@@ -156,28 +162,35 @@ async fn make_durable(
 
 /// Reads the body up to the limit, refusing early on a declared length over
 /// it and stopping as soon as the stream passes it.
-async fn read_body(
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// Reads a request body of at most `max_body_bytes`, refusing a larger
+/// declared or actual length without reading further.
+pub async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     max_body_bytes: usize,
-) -> Result<Vec<u8>, IngressError> {
-    let too_large = IngressError::TooLarge { max_body_bytes };
+) -> Result<Vec<u8>, BodyError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
     if declared.is_some_and(|length| length > max_body_bytes) {
-        return Err(too_large);
+        return Err(BodyError::TooLarge);
     }
     // Grown as bytes arrive, not reserved from the declared length, which a
     // client can state and never send.
     let mut body = Vec::with_capacity(declared.unwrap_or(0).min(INITIAL_BODY_CAPACITY_BYTES));
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|_| IngressError::Malformed("request body could not be read".into()))?;
+        let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
         if body.len() + chunk.len() > max_body_bytes {
-            return Err(too_large);
+            return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }

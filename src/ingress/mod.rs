@@ -14,6 +14,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 
 pub use self::error::IngressError;
+pub use self::handler::{BodyError, read_body};
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::telemetry::SignatureRefused;

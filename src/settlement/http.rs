@@ -46,6 +46,8 @@ pub struct ApiState {
     pub store: Store,
     pub bus: Bus,
     pub rails: Rails,
+    /// Bodies being read at once, as for webhooks.
+    inflight: tokio::sync::Semaphore,
 }
 
 /// Registers the routes (on the webhook listener's `App`).
@@ -78,6 +80,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("bus unavailable")]
     Unavailable,
+    #[error("too many requests in flight")]
+    Overloaded,
+    #[error("the request body took too long to arrive")]
+    Timeout,
+    #[error("the request body is over {0} bytes")]
+    TooLarge(usize),
     #[error("provider refused: {0}")]
     ProviderRefused(String),
     #[error("internal error")]
@@ -108,7 +116,9 @@ impl ResponseError for ApiError {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ProviderRefused(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -132,6 +142,12 @@ impl ResponseError for ApiError {
                 response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
                 json!({"error": "unavailable", "message": "try again later"})
             }
+            ApiError::Overloaded => {
+                response.insert_header((RETRY_AFTER, "1"));
+                json!({"error": "overloaded", "message": self.to_string()})
+            }
+            ApiError::Timeout => json!({"error": "timeout", "message": self.to_string()}),
+            ApiError::TooLarge(_) => json!({"error": "too_large", "message": self.to_string()}),
             ApiError::ProviderRefused(reason) => {
                 json!({"error": "provider_refused", "message": reason})
             }
@@ -141,6 +157,31 @@ impl ResponseError for ApiError {
             }
         };
         response.json(body)
+    }
+}
+
+/// The largest body the settlement API reads.
+const MAX_API_BODY_BYTES: usize = 16 * 1024;
+
+/// Reads a request's body once the caller is known to be allowed: within
+/// [`MAX_API_BODY_BYTES`], `server.request_timeout_ms` and the listener's
+/// cap on bodies in flight, like a webhook's.
+async fn read_body(
+    state: &ApiState,
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Vec<u8>, ApiError> {
+    let _permit = state
+        .inflight
+        .try_acquire()
+        .map_err(|_| ApiError::Overloaded)?;
+    let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
+    let read = crate::ingress::read_body(request, payload, MAX_API_BODY_BYTES);
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::Timeout),
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(crate::ingress::BodyError::TooLarge)) => Err(ApiError::TooLarge(MAX_API_BODY_BYTES)),
+        Ok(Err(crate::ingress::BodyError::Unreadable)) => Err(invalid("body", "could not be read")),
     }
 }
 
@@ -204,9 +245,10 @@ fn staff_of(state: &ApiState, request: &HttpRequest) -> Result<String, ApiError>
 async fn post_feedback(
     state: web::Data<ApiState>,
     request: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let business_id = business_of(&state, &request)?;
+    let body = read_body(&state, &request, payload).await?;
     let feedback = Feedback::parse(&body).map_err(ApiError::Invalid)?;
     if feedback.business_id != business_id {
         return Err(ApiError::Forbidden);
@@ -354,9 +396,10 @@ async fn approve(
     state: web::Data<ApiState>,
     request: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let reviewer = staff_of(&state, &request)?;
+    let body = read_body(&state, &request, payload).await?;
     let approval: ApproveBody = parse_json(&body)?;
     check_note(&approval.note)?;
     let pool = state.store.pool();
@@ -459,9 +502,10 @@ async fn reject(
     state: web::Data<ApiState>,
     request: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let reviewer = staff_of(&state, &request)?;
+    let body = read_body(&state, &request, payload).await?;
     let rejection: RejectBody = parse_json(&body)?;
     check_note(&rejection.note)?;
     let pool = state.store.pool();
@@ -500,9 +544,10 @@ struct OnboardBody {
 async fn onboard(
     state: web::Data<ApiState>,
     request: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let business_id = business_of(&state, &request)?;
+    let body = read_body(&state, &request, payload).await?;
     let onboarding: OnboardBody = parse_json(&body)?;
     if onboarding.company_name.trim().is_empty() || onboarding.company_name.len() > 200 {
         return Err(invalid("company_name", "must be 1 to 200 characters"));
@@ -569,8 +614,9 @@ struct SwishPayoutCallback {
 
 async fn swish_payout_callback(
     state: web::Data<ApiState>,
+    request: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let Some(swish) = &state.config.settlement.swish else {
         return Err(ApiError::NotFound);
@@ -578,6 +624,7 @@ async fn swish_payout_callback(
     if !keys_equal(&path, &swish.callback_token) {
         return Err(ApiError::NotFound);
     }
+    let body = read_body(&state, &request, payload).await?;
     let callback: SwishPayoutCallback = parse_json(&body)?;
     // A hint only: the status is asked of Swish on the next tick.
     rows::recheck_now(
@@ -591,10 +638,12 @@ async fn swish_payout_callback(
 
 /// Builds the shared state for [`routes`].
 pub fn state(config: Config, store: Store, bus: Bus, rails: Rails) -> Arc<ApiState> {
+    let inflight = tokio::sync::Semaphore::new(config.server.max_inflight_webhooks);
     Arc::new(ApiState {
         config,
         store,
         bus,
         rails,
+        inflight,
     })
 }

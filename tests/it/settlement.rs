@@ -382,3 +382,64 @@ async fn pending_purchase_backs_no_reward(runtime: Runtime) {
     h.shutdown().await;
 }
 on_both_runtimes!(pending_purchase_backs_no_reward);
+
+/// The API reads a body only from a caller it knows, only so large and
+/// only so slowly; the answers say which limit was hit.
+async fn settlement_api_bodies_are_bounded(runtime: Runtime) {
+    let Some(h) = Money::start(runtime, |c| {
+        no_rails(c);
+        c.server.request_timeout_ms = 500;
+    })
+    .await
+    else {
+        return;
+    };
+    let megabyte = "x".repeat(1024 * 1024);
+    let post = |path: &str, key: Option<&str>, body: String| {
+        let mut request = h
+            .harness
+            .http
+            .post(h.harness.webhook_url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move {
+            let response = request.send().await.expect("kvitto answers");
+            let status = response.status();
+            (status, response.text().await.unwrap_or_default())
+        }
+    };
+    let (status, _) = post("/v1/feedback", None, megabyte.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = post(
+        "/callbacks/swish/payouts/wrong-token",
+        None,
+        megabyte.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, answer) = post("/v1/feedback", Some(API_KEY_GENERIC), megabyte).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert!(answer.contains(r#""error":"too_large""#), "{answer}");
+
+    // A body promised and never sent.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(h.harness.kvitto.webhook_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/feedback HTTP/1.1\r\nhost: kvitto\r\nauthorization: Bearer {API_KEY_GENERIC}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer, not a hang")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    h.shutdown().await;
+}
+on_both_runtimes!(settlement_api_bodies_are_bounded);
