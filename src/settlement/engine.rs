@@ -335,6 +335,14 @@ async fn intake_one(context: &SettlementContext, delivery: &Delivery) -> Result<
     let now = Utc::now();
     let deadline = now + Duration::seconds(context.settings().match_deadline_secs);
     let fresh = rows::insert_feedback(context.store.pool(), &feedback, now, deadline).await?;
+    if !fresh
+        && let Some(stored) = rows::feedback(context.store.pool(), &feedback.feedback_id).await?
+        && stored.feedback.business_id != feedback.business_id
+    {
+        let detail = "feedback_id: already taken by feedback of another business".to_string();
+        dead_letter(context, delivery, "feedback_id_taken", detail).await?;
+        return Ok(());
+    }
     emit(FeedbackReceived {
         outcome: if fresh { "accepted" } else { "duplicate" },
     });

@@ -253,6 +253,16 @@ async fn post_feedback(
     if feedback.business_id != business_id {
         return Err(ApiError::Forbidden);
     }
+    // Feedback ids are one namespace across businesses (the feedback
+    // service issues them). Another business's id is refused here; intake
+    // dead-letters one that slips past in a race.
+    if let Some(stored) = rows::feedback(state.store.pool(), &feedback.feedback_id).await?
+        && stored.feedback.business_id != business_id
+    {
+        return Err(ApiError::Conflict(
+            "feedback_id is already taken; the feedback service must issue unique ids".into(),
+        ));
+    }
     let message = BusMessage {
         key: feedback.feedback_id.clone(),
         payload: body.to_vec(),
@@ -373,9 +383,23 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })
 }
 
+/// Free text kvitto stores: no control characters (PostgreSQL refuses a
+/// NUL, and a line break forges log lines) beyond plain line breaks in
+/// notes.
+fn plain_text(text: &str, line_breaks: bool) -> bool {
+    text.chars()
+        .all(|c| !c.is_control() || (line_breaks && matches!(c, '\n' | '\r' | '\t')))
+}
+
+/// The largest amount a receipt may show: 10 million kronor.
+const MAX_RECEIPT_MINOR: i64 = 1_000_000_000;
+
 fn check_note(note: &str) -> Result<(), ApiError> {
     if note.trim().is_empty() || note.chars().count() > MAX_NOTE_CHARS {
         return Err(invalid("note", "must be 1 to 500 characters saying why"));
+    }
+    if !plain_text(note, true) {
+        return Err(invalid("note", "must not hold control characters"));
     }
     Ok(())
 }
@@ -481,8 +505,15 @@ fn approved_receipt(business_id: &str, receipt: Receipt) -> Result<MatchedPurcha
             "must be 1 to 64 of A-Z, a-z, 0-9 and -",
         ));
     }
-    if receipt.amount_minor <= 0 {
-        return Err(invalid("receipt.amount_minor", "must be positive"));
+    if !(1..=MAX_RECEIPT_MINOR).contains(&receipt.amount_minor) {
+        return Err(invalid(
+            "receipt.amount_minor",
+            "must be 1 to 1000000000 (10 million kronor)",
+        ));
+    }
+    // A receipt a person saw is of a purchase made already.
+    if receipt.occurred_at > Utc::now() + chrono::Duration::hours(1) {
+        return Err(invalid("receipt.occurred_at", "must not be in the future"));
     }
     if receipt.currency.len() != 3 || !receipt.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(invalid(
@@ -490,8 +521,12 @@ fn approved_receipt(business_id: &str, receipt: Receipt) -> Result<MatchedPurcha
             "must be an upper-case ISO 4217 code",
         ));
     }
+    // Receipt numbers are read off paper: `z-1042` and `Z-1042` are one.
     Ok(MatchedPurchase {
-        purchase_ref: format!("receipt:{business_id}:{}", receipt.number),
+        purchase_ref: format!(
+            "receipt:{business_id}:{}",
+            receipt.number.to_ascii_uppercase()
+        ),
         amount_minor: receipt.amount_minor,
         currency: receipt.currency,
         occurred_at: receipt.occurred_at,
@@ -549,8 +584,12 @@ async fn onboard(
     let business_id = business_of(&state, &request)?;
     let body = read_body(&state, &request, payload).await?;
     let onboarding: OnboardBody = parse_json(&body)?;
-    if onboarding.company_name.trim().is_empty() || onboarding.company_name.len() > 200 {
-        return Err(invalid("company_name", "must be 1 to 200 characters"));
+    let name = &onboarding.company_name;
+    if name.trim().is_empty() || name.chars().count() > 200 || !plain_text(name, false) {
+        return Err(invalid(
+            "company_name",
+            "must be 1 to 200 characters, none of them control characters",
+        ));
     }
     let digits: String = onboarding
         .registration_number
@@ -563,7 +602,10 @@ async fn onboard(
             "must be a Swedish organisation number (NNNNNN-NNNN)",
         ));
     }
-    if !onboarding.email.contains('@') || onboarding.email.len() > 254 {
+    if !onboarding.email.contains('@')
+        || onboarding.email.len() > 254
+        || !plain_text(&onboarding.email, false)
+    {
         return Err(invalid("email", "must be an email address"));
     }
     let pool = state.store.pool();

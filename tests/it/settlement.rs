@@ -166,7 +166,9 @@ async fn feedback_without_purchase_ends_unmatched_and_review_decides(runtime: Ru
     // is refused and leaves that feedback held, to be approved rightly.
     h.wait_feedback_state("fb-nomatch-3", FeedbackState::NoMatchingPurchase)
         .await;
-    let (status, answer) = h.review("fb-nomatch-3", "approve", receipt).await;
+    // Written in lower case, it is still the same paper receipt.
+    let same_receipt = receipt.replace("Z-1042", "z-1042");
+    let (status, answer) = h.review("fb-nomatch-3", "approve", &same_receipt).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert_eq!(
         h.feedback_state("fb-nomatch-3").await,
@@ -285,8 +287,20 @@ async fn refund_before_payout_cancels_the_reward_and_restores_the_budget(runtime
 }
 on_both_runtimes!(refund_before_payout_cancels_the_reward_and_restores_the_budget);
 
+const API_KEY_OTHER_BUSINESS: &str = "fb_test_kafe_linnea_0123456789abcdef";
+
 async fn bad_feedback_gets_a_clear_answer_and_harms_nothing(runtime: Runtime) {
-    let Some(h) = Money::start(runtime, no_rails).await else {
+    let Some(h) = Money::start(runtime, |c| {
+        no_rails(c);
+        c.settlement
+            .api_keys
+            .push(kvitto::settlement::config::ApiKeyConfig {
+                key: API_KEY_OTHER_BUSINESS.into(),
+                business_id: "kafe-linnea".into(),
+            });
+    })
+    .await
+    else {
         return;
     };
     let purchase = h.stored_purchase(40).await;
@@ -315,6 +329,12 @@ async fn bad_feedback_gets_a_clear_answer_and_harms_nothing(runtime: Runtime) {
     h.publish_feedback_raw("huge", huge.as_bytes()).await;
     assert_eq!(h.post_feedback(&good).await.0, StatusCode::ACCEPTED);
     h.settlement_of("fb-bad").await;
+
+    // Another business cannot take over the id.
+    let (status, answer) = h
+        .post_feedback_with(Some(API_KEY_OTHER_BUSINESS), &other_business)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     let letters = h
         .harness
         .topic(&h.harness.env.config.bus.deadletter_topic())
