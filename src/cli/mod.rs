@@ -21,7 +21,7 @@ use kvitto::telemetry;
 #[command(
     name = "kvitto",
     version,
-    about = "Signed provider webhooks in, verified transactions out"
+    about = "Signed provider webhooks in, verified transactions out, rewards paid once"
 )]
 pub struct Args {
     /// Configuration file (default: config/kvitto.toml when present).
@@ -42,7 +42,9 @@ enum Command {
     /// Check the configuration, database, bus, every integration's provider
     /// credentials and the listener addresses; exit non-zero if any fails.
     Doctor,
-    /// Play the providers: serve their APIs and send signed webhooks.
+    /// Play the providers and the feedback service: serve their APIs (payouts
+    /// too), send signed webhooks, then scored feedback, and follow each
+    /// reward to its end.
     Simulate(SimulateArgs),
     /// Print the signature header value a provider would send.
     Sign(sign::SignArgs),
@@ -95,9 +97,11 @@ struct SimulateArgs {
     /// Share of webhooks sent with a broken signature (expected: 401).
     #[arg(long, default_value_t = 0.0)]
     bad_signatures: f64,
-    /// Seed of the generated purchases.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Seed of the generated purchases (default: a new one each run, printed).
+    /// The same seed again makes the same purchases, which kvitto already
+    /// has and does not look up again.
+    #[arg(long)]
+    seed: Option<u64>,
     /// How long to wait for kvitto to look every purchase up, and again to
     /// settle every reward.
     #[arg(long, default_value_t = 60)]
@@ -184,6 +188,25 @@ fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
     );
     println!("  bus: {bus}");
     println!("  database: {database}");
+    let settlement = &config.settlement;
+    let rails: Vec<&str> = [
+        settlement.stripe.as_ref().map(|_| "stripe"),
+        settlement.swish.as_ref().map(|_| "swish"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    println!(
+        "  settlement: {}, payout rails: {}, {} business keys, {} staff keys",
+        if settlement.enabled { "on" } else { "off" },
+        if rails.is_empty() {
+            "none".to_string()
+        } else {
+            rails.join(", ")
+        },
+        settlement.api_keys.len(),
+        settlement.staff_keys.len()
+    );
     for integration in &config.integrations {
         println!(
             "  integration {} ({}, {}) -> {}/{}",
@@ -205,7 +228,11 @@ async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode
         duplicates: args.duplicates,
         out_of_order: args.out_of_order,
         bad_signatures: args.bad_signatures,
-        seed: args.seed,
+        seed: args.seed.unwrap_or_else(|| {
+            let seed = rand::random::<u32>().into();
+            println!("seed {seed} (--seed {seed} makes the same purchases again)");
+            seed
+        }),
         wait_secs: args.wait_secs,
         feedback: args.feedback,
         failing_payouts: args.failing_payouts,

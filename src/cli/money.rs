@@ -19,7 +19,22 @@ use serde_json::Value;
 const MAX_EVENTS: usize = 100_000;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The database a reading command reads, said first: from the wrong
+/// directory it would be another (or a new, empty) one.
+fn say_database(config: &Config) {
+    let url = &config.database.url;
+    let shown = match url.split_once('@') {
+        Some((scheme_and_user, host)) => {
+            let scheme = scheme_and_user.split("://").next().unwrap_or_default();
+            format!("{scheme}://…@{host}")
+        }
+        None => url.clone(),
+    };
+    eprintln!("database: {shown}");
+}
+
 async fn store(config: &Config) -> anyhow::Result<Store> {
+    say_database(config);
     let store = Store::connect(&config.database)
         .await
         .context("connecting to the database")?;
@@ -44,7 +59,12 @@ pub async fn settlements(
     if json {
         for settlement in &recent {
             let event: Value = serde_json::from_str(&settlement_event(settlement, None))?;
-            println!("{}", event["data"]);
+            let mut data = event["data"].clone();
+            // The stored row knows its state, not the one before it.
+            if let Some(fields) = data.as_object_mut() {
+                fields.remove("previous_state");
+            }
+            println!("{data}");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -82,6 +102,8 @@ pub async fn settlements(
         .join(", ");
     println!("feedback: {}", if line.is_empty() { "none" } else { &line });
     let totals = rows::settlement_totals(pool).await?;
+    let all: i64 = totals.iter().map(|t| t.count).sum();
+    println!("{} of {all} settlements listed, newest first", recent.len());
     if totals.is_empty() {
         println!("settlements: none");
     }
@@ -107,6 +129,11 @@ fn clip(text: &str, width: usize) -> String {
 
 /// The last `limit` events on `kvitto.settlements`, oldest first.
 async fn topic_events(config: &Config, limit: i64, json: bool) -> anyhow::Result<ExitCode> {
+    if config.bus.is_kafka() {
+        eprintln!("bus: kafka ({})", config.bus.brokers);
+    } else {
+        eprintln!("bus: {}", config.bus.embedded_path.display());
+    }
     let bus = Bus::connect(&config.bus, &[])
         .await
         .context("connecting to the bus")?;
@@ -154,11 +181,13 @@ async fn topic_events(config: &Config, limit: i64, json: bool) -> anyhow::Result
             text(&data["feedback_id"])
         );
     }
-    println!(
-        "{} of {} events on {topic}",
-        deliveries.len() - skip,
-        deliveries.len()
-    );
+    if !json {
+        println!(
+            "{} of {} events on {topic}",
+            deliveries.len() - skip,
+            deliveries.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

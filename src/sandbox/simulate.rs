@@ -211,7 +211,8 @@ async fn wait_for_lookups(
         };
         if started.elapsed() >= timeout {
             bail!(
-                "timed out after {} s: kvitto looked up {} of {} purchases (still missing e.g. {} {})",
+                "timed out after {} s: kvitto looked up {} of {} purchases (still missing e.g. {} {}); \
+                 kvitto does not look up a purchase it already has, so a repeat run needs a new --seed",
                 timeout.as_secs(),
                 expected.len() - pending.len(),
                 expected.len(),

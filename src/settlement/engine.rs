@@ -244,7 +244,8 @@ async fn intake_step(context: Arc<SettlementContext>, consumer: Option<Consumer>
             Ok(delivery) => delivery,
             Err(error) => return IntakeStep::Retry(Some(consumer), error.to_string()),
         },
-        _ = stopping.changed() => return IntakeStep::Retry(Some(consumer), "stopping".into()),
+        // The next step sees the stop and flushes the commits.
+        _ = stopping.changed() => return IntakeStep::Done(consumer),
     };
     // The message is committed only once its effects are durable; until
     // then a failure retries the same delivery (a fresh consumer re-reads it

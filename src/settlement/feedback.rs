@@ -219,7 +219,7 @@ fn validate_destination(destination: &Destination) -> Result<(), InvalidFeedback
             if !(number.starts_with("46") && (10..=15).contains(&number.len()) && digits(number)) {
                 return Err(invalid(
                     "payout.number",
-                    "must be a Swish number: digits only, starting with 46",
+                    "must be a Swish number: 10 to 15 digits, starting with 46",
                 ));
             }
             if ssn.len() != 12 || !digits(ssn) {

@@ -70,6 +70,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
 pub enum ApiError {
     #[error("missing or malformed Authorization: Bearer header")]
     Unauthenticated,
+    #[error("the key is not one this endpoint takes")]
+    UnknownKey,
     #[error("this key may not do that")]
     Forbidden,
     #[error("{0}")]
@@ -111,7 +113,7 @@ impl From<RailError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated | ApiError::UnknownKey => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -127,7 +129,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         let body = match self {
-            ApiError::Unauthenticated => {
+            ApiError::Unauthenticated | ApiError::UnknownKey => {
                 json!({"error": "unauthenticated", "message": self.to_string()})
             }
             ApiError::Forbidden => json!({"error": "forbidden", "message": self.to_string()}),
@@ -217,7 +219,7 @@ fn business_of(state: &ApiState, request: &HttpRequest) -> Result<String, ApiErr
         .iter()
         .find(|key| keys_equal(presented, &key.key))
         .map(|key| key.business_id.clone())
-        .ok_or(ApiError::Unauthenticated)
+        .ok_or(ApiError::UnknownKey)
 }
 
 /// The reviewer whose staff key the request carries.
@@ -239,7 +241,7 @@ fn staff_of(state: &ApiState, request: &HttpRequest) -> Result<String, ApiError>
         .iter()
         .find(|key| keys_equal(presented, &key.key))
         .map(|key| key.name.clone())
-        .ok_or(ApiError::Unauthenticated)
+        .ok_or(ApiError::UnknownKey)
 }
 
 async fn post_feedback(
@@ -444,7 +446,7 @@ async fn approve(
     };
     let rules = state.config.settlement.rules(&record.feedback.business_id);
     let outcome = rows::settle(pool, &record, &purchase, rules, Some(&review)).await?;
-    let now_in = report_settled(&outcome);
+    // Refusals change nothing, so they are not counted as decisions.
     if outcome == rows::SettleOutcome::AlreadyDecided {
         return Err(ApiError::Conflict("feedback was decided meanwhile".into()));
     }
@@ -453,6 +455,7 @@ async fn approve(
             "that purchase already backs a reward".into(),
         ));
     }
+    let now_in = report_settled(&outcome);
     Ok(HttpResponse::Ok().json(json!({
         "feedback_id": record.feedback.feedback_id,
         "state": now_in.as_str(),
