@@ -105,12 +105,22 @@ async fn simulated_purchases_and_feedback_end_paid_and_balanced(runtime: Runtime
         .and_then(|rest| rest.split_whitespace().next()?.parse::<usize>().ok());
     assert_eq!(listed_paid, Some(paid), "{listing}");
 
-    let (ok, events) = kvitto(&config, &["settlements", "--events", "--limit", "1000"]).await;
-    assert!(ok, "{events}");
-    let paid_events = events
-        .lines()
-        .filter(|l| l.split_whitespace().nth(3) == Some("paid"))
-        .count();
+    // The events follow the rows through the outbox, a tick or so later.
+    let mut paid_events = 0;
+    let mut events = String::new();
+    for _ in 0..40 {
+        let (ok, out) = kvitto(&config, &["settlements", "--events", "--limit", "1000"]).await;
+        assert!(ok, "{out}");
+        paid_events = out
+            .lines()
+            .filter(|l| l.split_whitespace().nth(3) == Some("paid"))
+            .count();
+        events = out;
+        if paid_events == paid {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     assert_eq!(
         paid_events, paid,
         "one paid event per paid reward:\n{events}"
