@@ -28,6 +28,7 @@ pub const SWISH_SIGNING_PUBLIC_KEY_FILE: &str = "config/sandbox/swish-payout-sig
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PayoutOp {
     StripeTransfer,
+    StripeTransferList,
     StripeTransferReversal,
     StripePayout,
     StripePayoutGet,
@@ -177,6 +178,21 @@ impl PayoutSandbox {
     /// A stored object (payout, transfer, account) by its id.
     pub fn object(&self, id: &str) -> Option<Value> {
         self.inner().objects.get(id).cloned()
+    }
+
+    /// Stored objects for which `keep` holds, by id.
+    pub(crate) fn objects_where(&self, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let inner = self.inner();
+        let mut found: Vec<(&String, &Value)> =
+            inner.objects.iter().filter(|(_, o)| keep(o)).collect();
+        found.sort_by_key(|(id, _)| *id);
+        found.into_iter().map(|(_, o)| o.clone()).collect()
+    }
+
+    /// Forgets every stored idempotent answer, as Stripe does after 24
+    /// hours: a request under an old key is then made afresh.
+    pub fn expire_idempotency_keys(&self) {
+        self.inner().answers.retain(|_, answer| answer.is_none());
     }
 
     pub(crate) fn put_object(&self, id: &str, object: Value) {

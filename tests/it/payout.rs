@@ -410,3 +410,43 @@ async fn payout_webhooks_move_only_what_the_provider_confirms(runtime: Runtime) 
     h.shutdown().await;
 }
 on_both_runtimes!(payout_webhooks_move_only_what_the_provider_confirms);
+
+/// Stripe forgets an idempotency key after a day or so; a payout that
+/// keeps failing past that is retried without a second transfer, since the
+/// first is found by its transfer group.
+async fn retries_past_stripes_key_expiry_transfer_once(runtime: Runtime) {
+    let Some(h) = Money::start(runtime, |_| {}).await else {
+        return;
+    };
+    let payouts = &h.harness.sandbox.payouts;
+    payouts.inject(
+        PayoutOp::StripePayout,
+        PayoutFault::ServerError,
+        FaultSpan::Always,
+    );
+    reward(&h, 31, "fb-key-expiry", STRIPE_PAYOUT).await;
+    let id = kvitto::settlement::settlement_id("fb-key-expiry").to_string();
+    crate::support::eventually("the transfer made and the payout failing", || async {
+        let tried = h.settlement("fb-key-expiry").await?.attempts;
+        (payouts.made(PayoutOp::StripeTransfer, &id) == 1 && tried >= 2).then_some(())
+    })
+    .await;
+    payouts.expire_idempotency_keys();
+    let before = h.settlement("fb-key-expiry").await.unwrap().attempts;
+    crate::support::eventually("another try after the keys expired", || async {
+        let tried = h.settlement("fb-key-expiry").await?.attempts;
+        (tried > before).then_some(())
+    })
+    .await;
+    payouts.clear_fault(PayoutOp::StripePayout);
+    h.wait_settlement_state("fb-key-expiry", SettlementState::Paid)
+        .await;
+    assert_eq!(
+        payouts.made(PayoutOp::StripeTransfer, &id),
+        1,
+        "transferred twice"
+    );
+    h.assert_ledger_balanced().await;
+    h.shutdown().await;
+}
+on_both_runtimes!(retries_past_stripes_key_expiry_transfer_once);

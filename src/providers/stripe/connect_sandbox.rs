@@ -46,6 +46,7 @@ type Params = Vec<(String, String)>;
 pub fn routes(scope: &mut web::ServiceConfig) {
     scope
         .route("/v1/transfers", web::post().to(create_transfer))
+        .route("/v1/transfers", web::get().to(list_transfers))
         .route(
             "/v1/transfers/{id}/reversals",
             web::post().to(create_transfer_reversal),
@@ -245,6 +246,42 @@ fn perform_transfer(
         .count_made(PayoutOp::StripeTransfer, counted.unwrap_or(&id));
     notify(state, "transfer.created", None, &transfer, idempotency_key);
     Answer::ok(transfer)
+}
+
+#[derive(serde::Deserialize)]
+struct TransferQuery {
+    transfer_group: Option<String>,
+}
+
+/// `GET /v1/transfers?transfer_group=...`: Stripe's list object, newest
+/// first in Stripe; the sandbox has at most a handful per group.
+async fn list_transfers(
+    state: web::Data<SandboxState>,
+    request: HttpRequest,
+    query: web::Query<TransferQuery>,
+) -> HttpResponse {
+    if state
+        .integration_with_bearer(ProviderKind::Stripe, &request)
+        .is_none()
+    {
+        return unauthorised();
+    }
+    if let Gate::Refuse(response) = state.payouts.before(PayoutOp::StripeTransferList).await {
+        return response;
+    }
+    let group = query.transfer_group.clone();
+    let data = state.payouts.objects_where(|object| {
+        object["object"] == "transfer"
+            && group
+                .as_deref()
+                .is_none_or(|g| object["transfer_group"].as_str() == Some(g))
+    });
+    HttpResponse::Ok().json(json!({
+        "object": "list",
+        "url": "/v1/transfers",
+        "has_more": false,
+        "data": data,
+    }))
 }
 
 async fn create_transfer_reversal(

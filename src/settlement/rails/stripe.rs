@@ -41,6 +41,7 @@ const MAX_STATEMENT_DESCRIPTOR_CHARS: usize = 22;
 
 /// The `endpoint` metric labels.
 const TRANSFERS_CREATE_ENDPOINT: &str = "transfers.create";
+const TRANSFERS_LIST_ENDPOINT: &str = "transfers.list";
 const PAYOUTS_CREATE_ENDPOINT: &str = "payouts.create";
 const TRANSFER_REVERSALS_CREATE_ENDPOINT: &str = "transfer_reversals.create";
 const PAYOUTS_GET_ENDPOINT: &str = "payouts.get";
@@ -73,6 +74,18 @@ pub(crate) struct Payout {
 #[derive(Debug, Deserialize)]
 struct Created {
     id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListedTransfer {
+    id: String,
+    #[serde(default)]
+    reversed: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct TransferList {
+    data: Vec<ListedTransfer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,8 +248,30 @@ impl StripeRail {
 
     /// Transfers the reward to the connected account; returns the
     /// transfer's id (the first one's, on a retry).
+    ///
+    /// Stripe keeps an idempotency key's answer for 24 hours or more, not
+    /// for ever, and a payout can keep failing for longer than that. So the
+    /// transfer is first looked for by its `transfer_group` (the settlement
+    /// id), and made only when there is none: the key covers the race of
+    /// two tries at once, the lookup covers the key being forgotten.
     async fn transfer(&self, order: &PayoutOrder, account: &str) -> Result<String, RailError> {
         let settlement_id = order.settlement_id.to_string();
+        let mut url = self.url(&["v1", "transfers"])?;
+        url.query_pairs_mut()
+            .append_pair("transfer_group", &settlement_id)
+            .append_pair("limit", "3");
+        let listed: TransferList = self
+            .send(TRANSFERS_LIST_ENDPOINT, self.authorised(self.http.get(url)))
+            .await?;
+        if let Some(earlier) = listed.data.first() {
+            if earlier.reversed {
+                return Err(RailError::Refused(format!(
+                    "transfer {} of this settlement was reversed already",
+                    earlier.id
+                )));
+            }
+            return Ok(earlier.id.clone());
+        }
         let form: Form = vec![
             ("amount", order.amount_minor.to_string()),
             ("currency", order.currency.to_ascii_lowercase()),
