@@ -70,10 +70,14 @@ pub async fn settlements(
     }
     println!(
         "{:<24} {:<20} {:<18} {:<6} {:>9} {:>7} {:<10} provider ref",
-        "updated (UTC)", "feedback", "business", "rail", "reward", "fee", "state"
+        "updated (Stockholm)", "feedback", "business", "rail", "reward", "fee", "state"
     );
     for s in &recent {
-        let updated = s.updated_at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let updated = s
+            .updated_at
+            .with_timezone(&chrono_tz::Europe::Stockholm)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
         let mut state = s.state.as_str().to_string();
         if s.clawed_back {
             state.push('*');
