@@ -76,6 +76,7 @@ pub async fn run(config: Result<Config, String>, source: &str) -> ExitCode {
     for integration in &config.integrations {
         record(integration_check(client.as_ref().ok(), integration, &config).await);
     }
+    record(payout_rails(&config));
     for (key, address) in [
         ("server.webhook_listen", &config.server.webhook_listen),
         ("server.admin_listen", &config.server.admin_listen),
@@ -90,6 +91,32 @@ pub async fn run(config: Result<Config, String>, source: &str) -> ExitCode {
     } else {
         println!("{failed} of {} checks failed", checks.len());
         ExitCode::FAILURE
+    }
+}
+
+/// The payout rails can be built from their settings: the Stripe key is
+/// set, the Swish signing key reads and the callback URL is acceptable.
+/// Nothing is sent to the providers.
+fn payout_rails(config: &Config) -> Check {
+    let settlement = &config.settlement;
+    let configured: Vec<&str> = [
+        settlement.stripe.as_ref().map(|_| "stripe"),
+        settlement.swish.as_ref().map(|_| "swish"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let outcome = match kvitto::settlement::rails::Rails::try_new(settlement) {
+        Ok(_) if configured.is_empty() => Ok(
+            "none configured: rewards stay pending until [settlement.stripe] or [settlement.swish] is set"
+                .to_string(),
+        ),
+        Ok(_) => Ok(format!("{} ready", configured.join(" and "))),
+        Err(error) => Err(format!("{error} - fix the [settlement] section")),
+    };
+    Check {
+        name: "payout rails".into(),
+        outcome,
     }
 }
 

@@ -236,6 +236,10 @@ async fn doctor_passes_every_check_on_a_healthy_sandbox_setup() {
     );
     assert_eq!(out.matches("credentials accepted").count(), 7, "{out}");
     assert!(out.contains("ok    listener server.admin_listen"), "{out}");
+    assert!(
+        out.contains("ok    payout rails: stripe and swish ready"),
+        "{out}"
+    );
     assert!(!out.contains("FAIL"), "{out}");
     for secret in demo_secrets() {
         assert!(!out.contains(&secret), "{secret} printed:\n{out}");
@@ -262,7 +266,7 @@ async fn doctor_fails_naming_the_integration_whose_token_is_wrong() {
     assert!(line.contains("credentials_rejected"), "{line}");
     assert!(line.contains("check the integration's api_token"), "{line}");
     assert_eq!(out.matches("FAIL").count(), 1, "{out}");
-    assert!(out.ends_with("1 of 12 checks failed\n"), "{out}");
+    assert!(out.ends_with("1 of 13 checks failed\n"), "{out}");
     assert!(!out.contains(wrong), "{out}");
     for secret in demo_secrets() {
         assert!(!out.contains(&secret), "{secret} printed:\n{out}");
@@ -285,4 +289,23 @@ async fn doctor_reports_pending_migrations_and_an_invalid_config() {
         out.starts_with("FAIL  config: processing.integration_check_interval_secs"),
         "{out}"
     );
+}
+
+#[actix_rt::test]
+async fn doctor_names_a_payout_rail_it_cannot_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = doctor_setup(&dir, |text| {
+        text.replace(
+            "config/sandbox/swish-payout-signing-key.pem",
+            "/nonexistent/swish-signing.pem",
+        )
+    })
+    .await;
+    let (_, out, _) = kvitto_async(&["--config", &config, "doctor"]).await;
+    let line = out
+        .lines()
+        .find(|l| l.contains("payout rails"))
+        .unwrap_or_else(|| panic!("no payout rails check:\n{out}"));
+    assert!(line.starts_with("FAIL"), "{out}");
+    assert!(line.contains("/nonexistent/swish-signing.pem"), "{line}");
 }
