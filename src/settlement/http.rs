@@ -369,6 +369,39 @@ struct RejectBody {
     note: String,
 }
 
+/// A review decision's body: every one carries a note.
+trait Decision: serde::de::DeserializeOwned {
+    fn note(&self) -> &str;
+}
+
+impl Decision for ApproveBody {
+    fn note(&self) -> &str {
+        &self.note
+    }
+}
+
+impl Decision for RejectBody {
+    fn note(&self) -> &str {
+        &self.note
+    }
+}
+
+/// What every review decision starts from: the reviewer, their decision
+/// (with a sound note) and the held feedback it is about.
+async fn review_request<T: Decision>(
+    state: &ApiState,
+    request: &HttpRequest,
+    feedback_id: &str,
+    payload: web::Payload,
+) -> Result<(String, T, rows::FeedbackRecord), ApiError> {
+    let reviewer = staff_of(state, request)?;
+    let body = read_body(state, request, payload).await?;
+    let decision: T = parse_json(&body)?;
+    check_note(decision.note())?;
+    let record = held_feedback(state.store.pool(), feedback_id).await?;
+    Ok((reviewer, decision, record))
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -424,12 +457,9 @@ async fn approve(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let reviewer = staff_of(&state, &request)?;
-    let body = read_body(&state, &request, payload).await?;
-    let approval: ApproveBody = parse_json(&body)?;
-    check_note(&approval.note)?;
+    let (reviewer, approval, record) =
+        review_request::<ApproveBody>(&state, &request, &path, payload).await?;
     let pool = state.store.pool();
-    let record = held_feedback(pool, &path).await?;
     let purchase = match (approval.transaction_id, approval.receipt) {
         (Some(id), None) => approved_transaction(&state, &record.feedback.business_id, &id).await?,
         (None, Some(receipt)) => approved_receipt(&record.feedback.business_id, receipt)?,
@@ -542,12 +572,9 @@ async fn reject(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let reviewer = staff_of(&state, &request)?;
-    let body = read_body(&state, &request, payload).await?;
-    let rejection: RejectBody = parse_json(&body)?;
-    check_note(&rejection.note)?;
+    let (reviewer, rejection, record) =
+        review_request::<RejectBody>(&state, &request, &path, payload).await?;
     let pool = state.store.pool();
-    let record = held_feedback(pool, &path).await?;
     let review = Review {
         reviewer,
         note: rejection.note,
