@@ -517,14 +517,29 @@ pub enum TickError {
 }
 
 /// One round of the settler's work; public so tests can drive it.
+///
+/// Each stage runs whatever the one before it met: a failure in matching
+/// (a row that cannot be read, say) must not hold back payouts, refunds or
+/// the outbox. The first failure is returned, after all have run.
 pub async fn tick(context: &SettlementContext) -> Result<(), TickError> {
+    let mut first_failure: Option<TickError> = None;
+    let mut note = |result: Result<(), TickError>| {
+        if let Err(error) = result
+            && first_failure.is_none()
+        {
+            first_failure = Some(error);
+        }
+    };
     if context.settings().enabled {
-        match_waiting(context).await?;
-        handle_refunds(context).await?;
-        pay_due(context).await?;
+        note(match_waiting(context).await.map_err(TickError::from));
+        note(handle_refunds(context).await.map_err(TickError::from));
+        note(pay_due(context).await.map_err(TickError::from));
     }
-    publish_outbox(context).await?;
-    Ok(())
+    note(publish_outbox(context).await);
+    match first_failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 async fn match_waiting(context: &SettlementContext) -> Result<(), StoreError> {

@@ -115,6 +115,14 @@ impl Feedback {
 /// value is cut out, its kind and what was expected kept. Messages that
 /// quote field or variant names are left as they are.
 fn without_values(message: &str) -> String {
+    // `unknown variant `x`, expected ...`: the variant given is a value.
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        let expected = rest
+            .find(", expected")
+            .map(|at| &rest[at..])
+            .unwrap_or_default();
+        return format!("unknown variant{expected}");
+    }
     for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
         let Some(rest) = message.strip_prefix(prefix) else {
             continue;
@@ -149,6 +157,14 @@ impl PurchaseHint {
                 "must be an upper-case ISO 4217 code",
             ));
         }
+        if let Some(at) = self.occurred_at
+            && !plausible_purchase_time(at)
+        {
+            return Err(invalid(
+                "purchase.occurred_at",
+                "must be a time between the year 2000 and now",
+            ));
+        }
         if let Some(id) = &self.provider_transaction_id {
             return check_id("purchase.provider_transaction_id", id, MAX_ID_CHARS);
         }
@@ -179,6 +195,16 @@ impl PurchaseHint {
             )),
         }
     }
+}
+
+/// A purchase happened after 2000 and before now (with a day's slack for
+/// clocks): anything else is a typing error, or a time kvitto could not
+/// store and read back.
+pub fn plausible_purchase_time(at: DateTime<Utc>) -> bool {
+    let earliest = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    at >= earliest && at <= Utc::now() + chrono::Duration::days(1)
 }
 
 fn check_id(field: &str, value: &str, max_chars: usize) -> Result<(), InvalidFeedback> {
@@ -377,5 +403,34 @@ mod tests {
             Feedback::parse(padded.as_bytes()).unwrap_err().field,
             "body"
         );
+    }
+
+    #[test]
+    fn purchase_times_kvitto_could_not_keep_are_refused() {
+        for at in [
+            "+262142-12-31T23:59:59Z",
+            "9999-12-31T23:59:59-23:59",
+            "0000-01-01T00:00:00+23:59",
+            "1999-12-31T23:59:59Z",
+        ] {
+            let purchase =
+                format!(r#"{{"amount_minor":100,"currency":"SEK","occurred_at":"{at}"}}"#);
+            let text = body(&purchase, SWISH);
+            match Feedback::parse(text.as_bytes()) {
+                Err(error) => assert_eq!(error.field, "purchase.occurred_at", "{at}: {error}"),
+                Ok(_) => panic!("{at} accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_rail_is_not_repeated_either() {
+        let text = body(
+            r#"{"provider_transaction_id":"p"}"#,
+            r#"{"rail":"198512249876"}"#,
+        );
+        let error = Feedback::parse(text.as_bytes()).unwrap_err();
+        assert!(!error.to_string().contains("198512249876"), "{error}");
+        assert!(error.reason.contains("expected"), "{error}");
     }
 }

@@ -422,8 +422,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 /// NUL, and a line break forges log lines) beyond plain line breaks in
 /// notes.
 fn plain_text(text: &str, line_breaks: bool) -> bool {
-    text.chars()
-        .all(|c| !c.is_control() || (line_breaks && matches!(c, '\n' | '\r' | '\t')))
+    // U+2028 and U+2029 are line breaks too, to anything that prints logs.
+    text.chars().all(|c| {
+        let breaks_lines = c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+        !breaks_lines || (line_breaks && matches!(c, '\n' | '\r' | '\t'))
+    })
 }
 
 /// The largest amount a receipt may show: 10 million kronor.
@@ -545,8 +548,11 @@ fn approved_receipt(business_id: &str, receipt: Receipt) -> Result<MatchedPurcha
         ));
     }
     // A receipt a person saw is of a purchase made already.
-    if receipt.occurred_at > Utc::now() + chrono::Duration::hours(1) {
-        return Err(invalid("receipt.occurred_at", "must not be in the future"));
+    if !crate::settlement::feedback::plausible_purchase_time(receipt.occurred_at) {
+        return Err(invalid(
+            "receipt.occurred_at",
+            "must be a time between the year 2000 and now",
+        ));
     }
     if receipt.currency.len() != 3 || !receipt.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(invalid(
