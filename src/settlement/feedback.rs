@@ -84,7 +84,12 @@ impl Feedback {
         let feedback: Feedback =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
                 let path = error.path().to_string();
-                let field = if path == "." { "body".into() } else { path };
+                // A key that is the empty string gives an empty path.
+                let field = if path == "." || path.is_empty() {
+                    "body".into()
+                } else {
+                    path
+                };
                 InvalidFeedback {
                     field,
                     reason: without_values(&error.into_inner().to_string()),
@@ -112,21 +117,29 @@ impl Feedback {
 
 /// serde's messages about a wrong value quote it (``invalid type: integer
 /// `199001011234`, expected a string``, `invalid value: string "…"`); the
-/// value is cut out, its kind and what was expected kept. Messages that
-/// quote field or variant names are left as they are.
+/// value is cut out, its kind and what was expected kept. An unknown
+/// variant (``unknown variant `…`, expected `stripe` or `swish` ``) quotes
+/// the tag as given, so it loses the quote too. Messages that quote field
+/// names are left as they are.
 fn without_values(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        return format!("unknown variant{}", expected_part(rest));
+    }
     for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
         let Some(rest) = message.strip_prefix(prefix) else {
             continue;
         };
         let kind = rest.split([' ', '`', '"', ',']).next().unwrap_or_default();
-        let expected = rest
-            .find(", expected")
-            .map(|at| &rest[at..])
-            .unwrap_or_default();
-        return format!("{prefix}{kind}{expected}");
+        return format!("{prefix}{kind}{}", expected_part(rest));
     }
     message.to_string()
+}
+
+/// The `, expected …` tail of a serde message, or nothing.
+fn expected_part(rest: &str) -> &str {
+    rest.find(", expected")
+        .map(|at| &rest[at..])
+        .unwrap_or_default()
 }
 
 impl PurchaseHint {
@@ -343,6 +356,27 @@ mod tests {
         assert!(error.field.starts_with("payout"), "{error}");
         assert!(!error.to_string().contains("199001011234"), "{error}");
         assert!(error.reason.contains("expected a string"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_rail_is_not_repeated_in_the_reason() {
+        let text = body(
+            r#"{"provider_transaction_id":"p"}"#,
+            r#"{"rail":"199001011234"}"#,
+        );
+        let error = Feedback::parse(text.as_bytes()).unwrap_err();
+        assert_eq!(error.field, "payout.rail");
+        assert!(!error.to_string().contains("199001011234"), "{error}");
+        assert!(
+            error.reason.starts_with("unknown variant, expected"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_empty_key_is_reported_against_the_body() {
+        let error = Feedback::parse(br#"{"feedback_id":"x","":1}"#).unwrap_err();
+        assert_eq!(error.field, "body");
     }
 
     #[test]
