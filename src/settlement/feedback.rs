@@ -84,7 +84,12 @@ impl Feedback {
         let feedback: Feedback =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
                 let path = error.path().to_string();
-                let field = if path == "." { "body".into() } else { path };
+                // A key that is the empty string gives an empty path.
+                let field = if path == "." || path.is_empty() {
+                    "body".into()
+                } else {
+                    path
+                };
                 InvalidFeedback {
                     field,
                     reason: without_values(&error.into_inner().to_string()),
@@ -112,29 +117,29 @@ impl Feedback {
 
 /// serde's messages about a wrong value quote it (``invalid type: integer
 /// `199001011234`, expected a string``, `invalid value: string "…"`); the
-/// value is cut out, its kind and what was expected kept. Messages that
-/// quote field or variant names are left as they are.
+/// value is cut out, its kind and what was expected kept. An unknown
+/// variant (``unknown variant `…`, expected `stripe` or `swish` ``) quotes
+/// the tag as given, so it loses the quote too. Messages that quote field
+/// names are left as they are.
 fn without_values(message: &str) -> String {
-    // `unknown variant `x`, expected ...`: the variant given is a value.
     if let Some(rest) = message.strip_prefix("unknown variant ") {
-        let expected = rest
-            .find(", expected")
-            .map(|at| &rest[at..])
-            .unwrap_or_default();
-        return format!("unknown variant{expected}");
+        return format!("unknown variant{}", expected_part(rest));
     }
     for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
         let Some(rest) = message.strip_prefix(prefix) else {
             continue;
         };
         let kind = rest.split([' ', '`', '"', ',']).next().unwrap_or_default();
-        let expected = rest
-            .find(", expected")
-            .map(|at| &rest[at..])
-            .unwrap_or_default();
-        return format!("{prefix}{kind}{expected}");
+        return format!("{prefix}{kind}{}", expected_part(rest));
     }
     message.to_string()
+}
+
+/// The `, expected …` tail of a serde message, or nothing.
+fn expected_part(rest: &str) -> &str {
+    rest.find(", expected")
+        .map(|at| &rest[at..])
+        .unwrap_or_default()
 }
 
 impl PurchaseHint {
@@ -372,6 +377,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_rail_is_not_repeated_in_the_reason() {
+        let text = body(
+            r#"{"provider_transaction_id":"p"}"#,
+            r#"{"rail":"199001011234"}"#,
+        );
+        let error = Feedback::parse(text.as_bytes()).unwrap_err();
+        assert_eq!(error.field, "payout.rail");
+        assert!(!error.to_string().contains("199001011234"), "{error}");
+        assert!(
+            error.reason.starts_with("unknown variant, expected"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_empty_key_is_reported_against_the_body() {
+        let error = Feedback::parse(br#"{"feedback_id":"x","":1}"#).unwrap_err();
+        assert_eq!(error.field, "body");
+    }
+
+    #[test]
     fn purchase_fields_beside_a_transaction_id_are_checked_too() {
         let nul = body(
             r#"{"provider_transaction_id":"p","currency":"S\u0000K"}"#,
@@ -421,16 +447,5 @@ mod tests {
                 Ok(_) => panic!("{at} accepted"),
             }
         }
-    }
-
-    #[test]
-    fn an_unknown_rail_is_not_repeated_either() {
-        let text = body(
-            r#"{"provider_transaction_id":"p"}"#,
-            r#"{"rail":"198512249876"}"#,
-        );
-        let error = Feedback::parse(text.as_bytes()).unwrap_err();
-        assert!(!error.to_string().contains("198512249876"), "{error}");
-        assert!(error.reason.contains("expected"), "{error}");
     }
 }
