@@ -287,6 +287,16 @@ impl Setup {
         format!("http://{}", self.env.config.server.webhook_listen)
     }
 
+    /// The demo integration of `provider`.
+    fn integration(&self, provider: ProviderKind) -> &kvitto::config::IntegrationConfig {
+        self.env
+            .config
+            .integrations
+            .iter()
+            .find(|i| i.provider == provider)
+            .expect("a demo integration per provider")
+    }
+
     /// Sends the signed webhook announcing `purchase`.
     async fn send_created(
         &self,
@@ -480,13 +490,7 @@ async fn every_log_line_about_an_event_carries_its_id_through_every_stage(runtim
     setup.wait_ready().await;
 
     // A Stripe purchase: signed, and looked up on the sandbox's API.
-    let integration = setup
-        .env
-        .config
-        .integrations
-        .iter()
-        .find(|i| i.provider == ProviderKind::Stripe)
-        .unwrap();
+    let integration = setup.integration(ProviderKind::Stripe);
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
     let purchase = kvitto::sandbox::generate::purchase(&mut rng, integration, chrono::Utc::now());
     setup.sandbox.insert(purchase.clone());
@@ -594,13 +598,7 @@ async fn killed_between_payout_and_its_record_pays_once(runtime: Runtime, rail: 
     setup.wait_ready().await;
 
     // A verified 200 kr purchase through a real webhook.
-    let integration = setup
-        .env
-        .config
-        .integrations
-        .iter()
-        .find(|i| i.provider == ProviderKind::Generic)
-        .expect("generic demo integration");
+    let integration = setup.integration(ProviderKind::Generic);
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(41);
     let mut purchase =
         kvitto::sandbox::generate::purchase(&mut rng, integration, chrono::Utc::now());
